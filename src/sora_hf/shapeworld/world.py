@@ -351,14 +351,14 @@ def sample_scene(
         k_max = (num_frames - 1) // 4
         segment_starts.append(1 + 4 * int(rng.integers(max(1, k_max // 4), max(2, k_max - k_max // 4))))
 
-    if colour is not None and not any(colour_allowed(colour, b, style) for b in (background,) if b) \
-            and not any(colour_allowed(colour, b, style) for b in SCENE_BACKGROUNDS):
-        raise ValueError(f"colour={colour!r} is never used in style={style!r} (it would be invisible)")
-    bg = background or str(rng.choice([b for b in SCENE_BACKGROUNDS if colour is None or colour_allowed(colour, b, style)]))
     if background is not None and style in STYLE_BACKGROUNDS and background != STYLE_BACKGROUNDS[style]:
         raise ValueError(f"background={background!r} does not go with style={style!r}, "
                          f"which is drawn on {STYLE_BACKGROUNDS[style]!r}")
-    bg = STYLE_BACKGROUNDS.get(style, bg)
+    candidates = [b for b in SCENE_BACKGROUNDS if colour is None or colour_allowed(colour, b, style)] or ["black"]
+    bg = STYLE_BACKGROUNDS.get(style) or background or str(rng.choice(candidates))
+    if colour is not None and not colour_allowed(colour, bg, style):
+        raise ValueError(f"colour={colour!r} is never placed on background={bg!r} in style={style!r} "
+                         "(it would be invisible)")
     objects: list[SceneObject] = []
     used_colours: set[str] = set()
     for i in range(n_objects):
@@ -367,8 +367,6 @@ def sample_scene(
             obj_shape = (shape if pinned and shape else str(rng.choice(SHAPES)))
             obj_colour = (colour if pinned and colour else str(rng.choice(COLOURS)))
             if obj_colour in used_colours or not colour_allowed(obj_colour, bg, style):
-                if pinned and colour:
-                    raise ValueError(f"colour={colour!r} cannot be used on background={bg!r} in style={style!r}")
                 continue
             if split == "train" and (obj_colour, obj_shape) in HELD_OUT:
                 continue
