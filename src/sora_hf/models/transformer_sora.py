@@ -1,0 +1,526 @@
+"""SoraTransformer3DModel: a diffusion transformer over spacetime latent patches.
+
+Self-contained (torch + diffusers only): the same file is the installed
+package's model and the `transformer_sora.py` of a Hub repo loaded with
+`trust_remote_code=True`.
+
+What it does, in the order of `forward`:
+1. Patchify latents (B, C, F, H, W) into tokens of pt x p x p latent voxels and
+   embed them with one linear layer (no positional table: nothing about the
+   size is baked into the weights).
+2. 3-D RoPE: each head's channels are split into (t, y, x) groups that rotate
+   with the token's integer patch position, so any duration, height and width
+   works at inference.
+3. Conditioning per *latent frame*: c_f = TimestepEmbedding(t_f) + MLP(pooled
+   text of the segment covering f). Per-frame timesteps are what every creative
+   tool is built on (a frame with t_f = 0 is a given, clean frame); per-frame
+   pooled text is what makes storyboards work.
+4. N blocks of: adaLN-Zero self-attention over all tokens (+RoPE, qk-norm),
+   cross-attention to the text tokens *of the frame's own segment* (a mask,
+   Flamingo-style gating along time), adaLN-Zero MLP. Modulations are computed
+   per frame and gathered to tokens, so they cost F, not F*H*W, rows.
+5. adaLN final layer, linear to patch voxels, unpatchify -> (B, C, F, H, W):
+   the flow-matching velocity.
+
+Patch n' Pack: `forward_packed` takes latents of different sizes and durations,
+packs their tokens into rows of at most `max_tokens_per_row` with
+block-diagonal self-attention and per-sample cross-attention masks, and returns
+one output per sample, equal to running each alone.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.loaders import PeftAdapterMixin
+from diffusers.models.attention import AttentionModuleMixin
+from diffusers.models.embeddings import TimestepEmbedding, Timesteps
+from diffusers.models.modeling_outputs import Transformer2DModelOutput
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.utils import apply_lora_scale
+
+# ----------------------------------------------------------------------------
+# Presets: `SoraTransformer3DModel(**PRESETS[name], in_channels=...)`
+# ----------------------------------------------------------------------------
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny-test": dict(num_layers=2, hidden_size=64, num_attention_heads=4),  # unit tests
+    "sora-tiny": dict(num_layers=8, hidden_size=384, num_attention_heads=6),  # shipped, trained on CPU
+    "S": dict(num_layers=12, hidden_size=384, num_attention_heads=6),  # DiT-S/B/L widths, for GPUs
+    "B": dict(num_layers=12, hidden_size=768, num_attention_heads=12),
+    "L": dict(num_layers=24, hidden_size=1024, num_attention_heads=16),
+}
+
+
+# ----------------------------------------------------------------------------
+# Positions: 3-D rotary embedding
+# ----------------------------------------------------------------------------
+
+def rope_axes_split(head_dim: int) -> tuple[int, int, int]:
+    """Channels per (t, y, x) axis: a quarter to time, the rest split over space, all even."""
+    t = 2 * (head_dim // 8)
+    y = 2 * ((head_dim - t) // 4)
+    return t, y, head_dim - t - y
+
+
+def rope_frequencies(positions: torch.Tensor, head_dim: int, theta: float) -> torch.Tensor:
+    """positions (..., 3) integer (t, y, x) -> complex rotations (..., head_dim // 2)."""
+    angles = []
+    for axis, dim in enumerate(rope_axes_split(head_dim)):
+        inv_freq = 1.0 / theta ** (torch.arange(0, dim, 2, device=positions.device, dtype=torch.float32) / dim)
+        angles.append(positions[..., axis, None].float() * inv_freq)  # (..., dim / 2)
+    return torch.polar(torch.ones_like(torch.cat(angles, -1)), torch.cat(angles, -1))
+
+
+def apply_rope(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
+    """x (B, heads, N, head_dim) rotated pairwise by freqs (B or 1, 1, N, head_dim // 2)."""
+    x_complex = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))  # (B, heads, N, head_dim/2)
+    return torch.view_as_real(x_complex * freqs).flatten(-2).type_as(x)  # (B, heads, N, head_dim)
+
+
+# ----------------------------------------------------------------------------
+# Attention: a module (weights) and a processor (the computation), as in diffusers
+# ----------------------------------------------------------------------------
+
+class SoraAttnProcessor:
+    """SDPA with optional RoPE and a boolean mask (True = may attend)."""
+
+    def __call__(self, attn: "SoraAttention", hidden_states, encoder_hidden_states=None, attention_mask=None,
+                 rotary_emb=None):
+        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+        q = attn.norm_q(attn.to_q(hidden_states)).unflatten(-1, (attn.heads, -1)).transpose(1, 2)  # (B, h, N, d)
+        k = attn.norm_k(attn.to_k(context)).unflatten(-1, (attn.heads, -1)).transpose(1, 2)  # (B, h, L, d)
+        v = attn.to_v(context).unflatten(-1, (attn.heads, -1)).transpose(1, 2)  # (B, h, L, d)
+        if rotary_emb is not None:
+            q, k = apply_rope(q, rotary_emb), apply_rope(k, rotary_emb)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask)  # (B, h, N, d)
+        return attn.to_out[0](out.transpose(1, 2).flatten(2))  # (B, N, D)
+
+
+class SoraAttention(nn.Module, AttentionModuleMixin):
+    _default_processor_cls = SoraAttnProcessor
+    _available_processors = [SoraAttnProcessor]
+
+    def __init__(self, dim: int, heads: int, context_dim: Optional[int] = None, eps: float = 1e-6):
+        super().__init__()
+        self.heads = heads
+        self.is_cross_attention = context_dim is not None
+        context_dim = context_dim or dim
+        self.to_q = nn.Linear(dim, dim)
+        self.to_k = nn.Linear(context_dim, dim)
+        self.to_v = nn.Linear(context_dim, dim)
+        self.to_out = nn.ModuleList([nn.Linear(dim, dim)])
+        # qk-norm per head keeps attention logits bounded, which keeps training stable
+        self.norm_q = _HeadRMSNorm(heads, dim // heads, eps)
+        self.norm_k = _HeadRMSNorm(heads, dim // heads, eps)
+        self.set_processor(self._default_processor_cls())
+
+    def forward(self, hidden_states, encoder_hidden_states=None, attention_mask=None, rotary_emb=None, **kwargs):
+        return self.processor(self, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
+
+
+class _HeadRMSNorm(nn.Module):
+    """RMSNorm over each head's channels of a (B, N, heads * head_dim) tensor."""
+
+    def __init__(self, heads: int, head_dim: int, eps: float):
+        super().__init__()
+        self.heads, self.eps = heads, eps
+        self.weight = nn.Parameter(torch.ones(head_dim))
+
+    def forward(self, x):
+        x = x.unflatten(-1, (self.heads, -1))  # (B, N, h, d)
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+        return x.flatten(-2)  # (B, N, h * d)
+
+
+# ----------------------------------------------------------------------------
+# Transformer block: adaLN-Zero self-attention, segment-gated cross-attention, MLP
+# ----------------------------------------------------------------------------
+
+def modulate(x, shift, scale):
+    return x * (1 + scale) + shift
+
+
+class SoraTransformerBlock(nn.Module):
+    def __init__(self, dim: int, heads: int, mlp_ratio: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.attn1 = SoraAttention(dim, heads)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn2 = SoraAttention(dim, heads, context_dim=dim)
+        self.norm3 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        hidden = int(dim * mlp_ratio)
+        self.ff = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim))
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))  # zero-initialised
+
+    def forward(self, x, frame_cond, token_frame, text, self_mask, cross_mask, rotary_emb):
+        """x (B, N, D); frame_cond (B, F, D); token_frame (B, N) index into F; text (B, L, D)."""
+        mod = self.adaLN_modulation(frame_cond)  # (B, F, 6D): per frame, not per token
+        mod = torch.gather(mod, 1, token_frame[..., None].expand(-1, -1, mod.shape[-1]))  # (B, N, 6D)
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod.chunk(6, dim=-1)
+        x = x + gate_msa * self.attn1(modulate(self.norm1(x), shift_msa, scale_msa), attention_mask=self_mask,
+                                      rotary_emb=rotary_emb)
+        x = x + self.attn2(self.norm2(x), encoder_hidden_states=text, attention_mask=cross_mask)
+        x = x + gate_mlp * self.ff(modulate(self.norm3(x), shift_mlp, scale_mlp))
+        return x
+
+
+# ----------------------------------------------------------------------------
+# Token layout shared by the dense and the packed forward
+# ----------------------------------------------------------------------------
+
+@dataclass
+class TokenLayout:
+    """Where every token comes from; built once per forward, used by every block."""
+
+    positions: torch.Tensor  # (B, N, 3) integer (t, y, x) patch coordinates
+    token_frame: torch.Tensor  # (B, N) index of the token's frame in frame_cond's F axis
+    self_mask: Optional[torch.Tensor]  # (B, 1, N, N) bool or None (all attend to all)
+    cross_mask: torch.Tensor  # (B, 1, N, L) bool
+
+
+def patch_positions(frames: int, height: int, width: int, device) -> torch.Tensor:
+    """(frames * height * width, 3) integer (t, y, x) of a patch grid, in t-major order."""
+    t, y, x = torch.meshgrid(torch.arange(frames, device=device), torch.arange(height, device=device),
+                             torch.arange(width, device=device), indexing="ij")
+    return torch.stack([t, y, x], -1).reshape(-1, 3)  # (T*Y*X, 3)
+
+
+# ----------------------------------------------------------------------------
+# The model
+# ----------------------------------------------------------------------------
+
+class SoraTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
+    """Diffusion transformer over spacetime latent patches with per-frame timesteps
+    and per-frame (storyboard) text segments. Predicts the flow-matching velocity."""
+
+    _supports_gradient_checkpointing = True
+    _no_split_modules = ["SoraTransformerBlock"]
+    _skip_layerwise_casting_patterns = ["patch_embed", "norm", "time_", "pooled_"]
+
+    @register_to_config
+    def __init__(
+        self,
+        in_channels: int = 16,  # VAE latent channels
+        out_channels: Optional[int] = None,  # defaults to in_channels (velocity has the latent's shape)
+        patch_size: int = 2,  # spatial patch side, in latent pixels
+        patch_size_t: int = 1,  # temporal patch length, in latent frames
+        hidden_size: int = 384,
+        num_layers: int = 8,
+        num_attention_heads: int = 6,
+        mlp_ratio: float = 4.0,
+        text_embed_dim: int = 384,  # all-MiniLM-L6-v2 token states
+        pooled_embed_dim: int = 384,  # its mean-pooled sentence embedding
+        timestep_freq_dim: int = 256,
+        rope_theta: float = 10000.0,
+        max_tokens_per_row: int = 2048,  # Patch n' Pack row length
+    ):
+        super().__init__()
+        if hidden_size % num_attention_heads:
+            raise ValueError(f"hidden_size={hidden_size} must be divisible by num_attention_heads={num_attention_heads}")
+        self.out_channels = out_channels or in_channels
+        patch_dim = in_channels * patch_size_t * patch_size * patch_size
+        self.patch_embed = nn.Linear(patch_dim, hidden_size)
+        self.time_proj = Timesteps(timestep_freq_dim, flip_sin_to_cos=True, downscale_freq_shift=0)
+        self.time_embed = TimestepEmbedding(timestep_freq_dim, hidden_size)
+        self.pooled_embed = nn.Sequential(nn.Linear(pooled_embed_dim, hidden_size), nn.SiLU(),
+                                          nn.Linear(hidden_size, hidden_size))
+        self.caption_projection = nn.Sequential(nn.Linear(text_embed_dim, hidden_size), nn.GELU(approximate="tanh"),
+                                                nn.Linear(hidden_size, hidden_size))
+        self.blocks = nn.ModuleList(
+            [SoraTransformerBlock(hidden_size, num_attention_heads, mlp_ratio) for _ in range(num_layers)])
+        self.norm_out = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        self.adaLN_out = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size))
+        self.proj_out = nn.Linear(hidden_size, self.out_channels * patch_size_t * patch_size * patch_size)
+        self.gradient_checkpointing = False
+        self.apply(_init_weights)
+        _zero_init_outputs(self)
+
+    # --- inputs --------------------------------------------------------------
+
+    def check_latent_shape(self, shape) -> None:
+        c = self.config
+        if len(shape) != 4 or shape[0] != c.in_channels:
+            raise ValueError(f"latents shape={tuple(shape)} must be (C={c.in_channels}, F, H, W) per sample")
+        _, f, h, w = shape
+        if f % c.patch_size_t or h % c.patch_size or w % c.patch_size:
+            raise ValueError(f"latents (F, H, W)={(f, h, w)} must be multiples of the patch "
+                             f"({c.patch_size_t}, {c.patch_size}, {c.patch_size})")
+
+    def patchify(self, latents: torch.Tensor) -> torch.Tensor:
+        """(B, C, F, H, W) -> (B, F/pt * H/p * W/p, C * pt * p * p) in t-major order."""
+        c = self.config
+        B, C, Fr, H, W = latents.shape
+        pt, p = c.patch_size_t, c.patch_size
+        x = latents.reshape(B, C, Fr // pt, pt, H // p, p, W // p, p)
+        x = x.permute(0, 2, 4, 6, 1, 3, 5, 7)  # (B, F', H', W', C, pt, p, p)
+        return x.reshape(B, (Fr // pt) * (H // p) * (W // p), C * pt * p * p)
+
+    def unpatchify(self, tokens: torch.Tensor, frames: int, height: int, width: int) -> torch.Tensor:
+        """(B, N, C_out * pt * p * p) -> (B, C_out, F, H, W) for latent size (frames, height, width)."""
+        c = self.config
+        pt, p = c.patch_size_t, c.patch_size
+        B = tokens.shape[0]
+        x = tokens.reshape(B, frames // pt, height // p, width // p, self.out_channels, pt, p, p)
+        x = x.permute(0, 4, 1, 5, 2, 6, 3, 7)  # (B, C, F', pt, H', p, W', p)
+        return x.reshape(B, self.out_channels, frames, height, width)
+
+    def frame_conditioning(self, timestep: torch.Tensor, pooled: torch.Tensor, frame_segment_ids: torch.Tensor):
+        """timestep (B, F') in [0, 1000]; pooled (B, S, P); frame_segment_ids (B, F') -> (B, F', D)."""
+        B, Fr = timestep.shape
+        t_emb = self.time_embed(self.time_proj(timestep.reshape(-1)).to(self.dtype)).reshape(B, Fr, -1)  # (B, F', D)
+        pooled_emb = self.pooled_embed(pooled.to(self.dtype))  # (B, S, D)
+        seg = frame_segment_ids.clamp(0, pooled.shape[1] - 1)
+        return t_emb + torch.gather(pooled_emb, 1, seg[..., None].expand(-1, -1, pooled_emb.shape[-1]))
+
+    # --- the block stack, shared by both forwards ----------------------------
+
+    def _run(self, tokens, frame_cond, text, layout: TokenLayout):
+        head_dim = self.config.hidden_size // self.config.num_attention_heads
+        rotary_emb = rope_frequencies(layout.positions, head_dim, self.config.rope_theta)[:, None]  # (B, 1, N, d/2)
+        x = self.patch_embed(tokens)  # (B, N, D)
+        text = self.caption_projection(text)  # (B, L, D)
+        for block in self.blocks:
+            args = (x, frame_cond, layout.token_frame, text, layout.self_mask, layout.cross_mask, rotary_emb)
+            if torch.is_grad_enabled() and self.gradient_checkpointing:
+                x = self._gradient_checkpointing_func(block, *args)
+            else:
+                x = block(*args)
+        shift, scale = self.adaLN_out(frame_cond).chunk(2, dim=-1)  # (B, F, D) each
+        index = layout.token_frame[..., None].expand(-1, -1, shift.shape[-1])
+        x = modulate(self.norm_out(x), torch.gather(shift, 1, index), torch.gather(scale, 1, index))
+        return self.proj_out(x)  # (B, N, C_out * pt * p * p)
+
+    # --- dense forward: a batch of same-size latents --------------------------
+
+    @apply_lora_scale("attention_kwargs")
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        timestep: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        encoder_attention_mask: Optional[torch.Tensor] = None,
+        pooled_projections: Optional[torch.Tensor] = None,
+        frame_segment_ids: Optional[torch.Tensor] = None,
+        text_segment_ids: Optional[torch.Tensor] = None,
+        attention_kwargs: Optional[dict[str, Any]] = None,
+        return_dict: bool = True,
+    ):
+        """
+        hidden_states: (B, C, F, H, W) noisy latents.
+        timestep: (B,) one timestep per sample, or (B, F) one per latent frame, in [0, 1000].
+        encoder_hidden_states: (B, L, text_embed_dim) text token states (all segments concatenated).
+        encoder_attention_mask: (B, L) 1 for real tokens, 0 for padding.
+        pooled_projections: (B, pooled_embed_dim) or (B, S, pooled_embed_dim), one per text segment.
+        frame_segment_ids: (B, F) which text segment covers each latent frame (default: 0).
+        text_segment_ids: (B, L) which segment each text token belongs to (default: 0).
+        Returns the velocity (B, C_out, F, H, W) as `Transformer2DModelOutput(sample)`.
+        """
+        B, C, Fr, H, W = hidden_states.shape
+        self.check_latent_shape(hidden_states.shape[1:])
+        device = hidden_states.device
+        L = encoder_hidden_states.shape[1]
+        timestep = _per_frame(timestep, B, Fr, "timestep").to(device)
+        pooled = _segments_pooled(pooled_projections, encoder_hidden_states, encoder_attention_mask)
+        frame_seg = (torch.zeros(B, Fr, dtype=torch.long, device=device) if frame_segment_ids is None
+                     else frame_segment_ids.to(device).long())
+        text_seg = (torch.zeros(B, L, dtype=torch.long, device=device) if text_segment_ids is None
+                    else text_segment_ids.to(device).long())
+        text_valid = (torch.ones(B, L, dtype=torch.bool, device=device) if encoder_attention_mask is None
+                      else encoder_attention_mask.to(device).bool())
+
+        pt, p = self.config.patch_size_t, self.config.patch_size
+        Fp, Hp, Wp = Fr // pt, H // p, W // p
+        positions = patch_positions(Fp, Hp, Wp, device).expand(B, -1, -1)  # (B, N, 3)
+        token_frame = positions[..., 0]  # (B, N)
+        patch_frame_seg = frame_seg[:, ::pt]  # (B, F')
+        token_seg = torch.gather(patch_frame_seg, 1, token_frame)  # (B, N)
+        cross_mask = (token_seg[:, :, None] == text_seg[:, None, :]) & text_valid[:, None, :]  # (B, N, L)
+        layout = TokenLayout(positions, token_frame, None, _never_empty(cross_mask)[:, None])
+        frame_cond = self.frame_conditioning(timestep[:, ::pt], pooled, patch_frame_seg)
+        out = self._run(self.patchify(hidden_states), frame_cond, encoder_hidden_states.to(self.dtype), layout)
+        sample = self.unpatchify(out, Fr, H, W)
+        return Transformer2DModelOutput(sample=sample) if return_dict else (sample,)
+
+    # --- packed forward: NaViT's Patch n' Pack --------------------------------
+
+    def forward_packed(
+        self,
+        latents: list[torch.Tensor],
+        timesteps: list[torch.Tensor],
+        encoder_hidden_states: list[torch.Tensor],
+        pooled_projections: list[torch.Tensor],
+        frame_segment_ids: Optional[list[torch.Tensor]] = None,
+        text_segment_ids: Optional[list[torch.Tensor]] = None,
+        max_tokens_per_row: Optional[int] = None,
+    ) -> list[torch.Tensor]:
+        """One call for samples of different sizes and durations.
+
+        latents[i]: (C, F_i, H_i, W_i); timesteps[i]: (F_i,) or scalar; encoder_hidden_states[i]: (L_i, E)
+        (real tokens only); pooled_projections[i]: (S_i, P) or (P,); frame_segment_ids[i]: (F_i,);
+        text_segment_ids[i]: (L_i,). Returns [(C_out, F_i, H_i, W_i)] in input order.
+        """
+        n = len(latents)
+        if not (len(timesteps) == len(encoder_hidden_states) == len(pooled_projections) == n) or n == 0:
+            raise ValueError("forward_packed: latents, timesteps, encoder_hidden_states and pooled_projections "
+                             f"must be non-empty lists of equal length, got {n}, {len(timesteps)}, "
+                             f"{len(encoder_hidden_states)}, {len(pooled_projections)}")
+        c = self.config
+        pt, p = c.patch_size_t, c.patch_size
+        device = latents[0].device
+        max_tokens = max_tokens_per_row or c.max_tokens_per_row
+        items = []
+        for i, z in enumerate(latents):
+            self.check_latent_shape(z.shape)
+            _, Fr, H, W = z.shape
+            Fp, Hp, Wp = Fr // pt, H // p, W // p
+            items.append(dict(
+                tokens=self.patchify(z[None])[0], positions=patch_positions(Fp, Hp, Wp, device),
+                timestep=_per_frame(timesteps[i], 1, Fr, f"timesteps[{i}]")[0, ::pt].to(device),
+                pooled=pooled_projections[i].reshape(-1, c.pooled_embed_dim),
+                text=encoder_hidden_states[i],
+                frame_seg=(torch.zeros(Fr, dtype=torch.long, device=device) if frame_segment_ids is None
+                           else frame_segment_ids[i].to(device).long())[::pt],
+                text_seg=(torch.zeros(len(encoder_hidden_states[i]), dtype=torch.long, device=device)
+                          if text_segment_ids is None else text_segment_ids[i].to(device).long()),
+                shape=(Fr, H, W)))
+
+        rows = pack_rows([len(it["tokens"]) for it in items], max_tokens)
+        tokens, frame_cond, text, layout, spans = self._pack(items, rows, device)
+        out = self._run(tokens, frame_cond, text, layout)  # (R, N, patch)
+        results: list[Optional[torch.Tensor]] = [None] * n
+        for i, (row, start, length) in spans.items():
+            results[i] = self.unpatchify(out[row:row + 1, start:start + length], *items[i]["shape"])[0]
+        return results
+
+    def _pack(self, items, rows, device):
+        """Lay samples out in rows; padding tokens attend only to themselves."""
+        R = len(rows)
+        N = max(sum(len(items[i]["tokens"]) for i in row) for row in rows)
+        Fmax = max(sum(len(items[i]["timestep"]) for i in row) for row in rows)
+        L = max(sum(len(items[i]["text"]) for i in row) for row in rows)
+        D_in = items[0]["tokens"].shape[-1]
+        tokens = torch.zeros(R, N, D_in, device=device, dtype=items[0]["tokens"].dtype)
+        positions = torch.zeros(R, N, 3, dtype=torch.long, device=device)
+        token_frame = torch.zeros(R, N, dtype=torch.long, device=device)
+        token_owner = torch.full((R, N), -1, dtype=torch.long, device=device)  # -1: padding
+        token_seg = torch.zeros(R, N, dtype=torch.long, device=device)
+        timestep = torch.zeros(R, Fmax, device=device)
+        frame_pooled = torch.zeros(R, Fmax, 1, self.config.pooled_embed_dim, device=device)
+        text = torch.zeros(R, L, items[0]["text"].shape[-1], device=device)
+        text_owner = torch.full((R, L), -2, dtype=torch.long, device=device)
+        text_seg = torch.zeros(R, L, dtype=torch.long, device=device)
+        spans = {}
+        for r, row in enumerate(rows):
+            n0 = f0 = l0 = 0
+            for i in row:
+                it = items[i]
+                n, nf, nl = len(it["tokens"]), len(it["timestep"]), len(it["text"])
+                tokens[r, n0:n0 + n] = it["tokens"]
+                positions[r, n0:n0 + n] = it["positions"]
+                token_frame[r, n0:n0 + n] = it["positions"][:, 0] + f0
+                token_owner[r, n0:n0 + n] = i
+                token_seg[r, n0:n0 + n] = it["frame_seg"][it["positions"][:, 0]]
+                timestep[r, f0:f0 + nf] = it["timestep"]
+                seg = it["frame_seg"].clamp(0, len(it["pooled"]) - 1)
+                frame_pooled[r, f0:f0 + nf, 0] = it["pooled"][seg]
+                text[r, l0:l0 + nl] = it["text"]
+                text_owner[r, l0:l0 + nl] = i
+                text_seg[r, l0:l0 + nl] = it["text_seg"]
+                spans[i] = (r, n0, n)
+                n0, f0, l0 = n0 + n, f0 + nf, l0 + nl
+        same_sample = token_owner[:, :, None] == token_owner[:, None, :]  # (R, N, N)
+        pad = token_owner < 0
+        self_mask = same_sample & ~(pad[:, :, None] ^ pad[:, None, :])  # padding forms its own block
+        cross_mask = (token_owner[:, :, None] == text_owner[:, None, :]) & (token_seg[:, :, None] == text_seg[:, None, :])
+        # each frame already holds its own segment's pooled text, so frame f is "segment" f here
+        frame_ids = torch.arange(Fmax, device=device).expand(R, -1)
+        frame_cond = self.frame_conditioning(timestep, frame_pooled.squeeze(2), frame_ids)  # (R, Fmax, D)
+        layout = TokenLayout(positions, token_frame, self_mask[:, None], _never_empty(cross_mask)[:, None])
+        return tokens, frame_cond, text.to(self.dtype), layout, spans
+
+
+# ----------------------------------------------------------------------------
+# Helpers
+# ----------------------------------------------------------------------------
+
+def pack_rows(lengths: list[int], max_tokens: int) -> list[list[int]]:
+    """First-fit-decreasing bin packing of samples (by token count) into rows.
+
+    A sample longer than max_tokens gets a row of its own."""
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        for r, free in enumerate(room):
+            if lengths[i] <= free:
+                rows[r].append(i)
+                room[r] -= lengths[i]
+                break
+        else:
+            rows.append([i])
+            room.append(max_tokens - lengths[i])
+    return rows
+
+
+def _per_frame(timestep, batch: int, frames: int, name: str) -> torch.Tensor:
+    """A scalar, (B,) or (B, F) timestep -> (B, F) float."""
+    t = torch.as_tensor(timestep, dtype=torch.float32)
+    if t.ndim == 0:
+        t = t.expand(batch)
+    if t.ndim == 1 and t.shape[0] == frames and batch == 1 and frames != 1:
+        t = t[None]
+    if t.ndim == 1:
+        t = t[:, None].expand(-1, frames)
+    if t.shape != (batch, frames):
+        raise ValueError(f"{name} shape={tuple(t.shape)} must be (), ({batch},) or ({batch}, {frames}) "
+                         "(one timestep per sample or per latent frame)")
+    return t
+
+
+def _segments_pooled(pooled, text, mask) -> torch.Tensor:
+    """(B, S, P) pooled text per segment; mean of the token states when not given."""
+    if pooled is None:
+        weights = torch.ones(text.shape[:2], device=text.device) if mask is None else mask.float()
+        pooled = (text * weights[..., None]).sum(1) / weights.sum(1, keepdim=True).clamp(min=1)
+    return pooled if pooled.ndim == 3 else pooled[:, None]
+
+
+def _never_empty(mask: torch.Tensor) -> torch.Tensor:
+    """SDPA gives NaN for a query that may attend to nothing; let such rows see key 0 (outputs unused or
+    harmless: only padding tokens end up here)."""
+    empty = ~mask.any(-1, keepdim=True)
+    if empty.any():
+        mask = mask.clone()
+        mask[..., :1] |= empty
+    return mask
+
+
+def _init_weights(module: nn.Module) -> None:
+    """DiT's initialisation: xavier-uniform linears, zero biases, small time-embedding weights."""
+    if isinstance(module, nn.Linear):
+        nn.init.xavier_uniform_(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, TimestepEmbedding):
+        for layer in (module.linear_1, module.linear_2):
+            nn.init.normal_(layer.weight, std=0.02)
+
+
+def _zero_init_outputs(model: SoraTransformer3DModel) -> None:
+    """adaLN-Zero: every residual branch and the output start at zero, so the
+    untrained network is the identity plus a zero velocity."""
+    for block in model.blocks:
+        nn.init.zeros_(block.adaLN_modulation[-1].weight)
+        nn.init.zeros_(block.adaLN_modulation[-1].bias)
+        nn.init.zeros_(block.attn2.to_out[0].weight)  # cross-attention has no gate: start it at zero
+        nn.init.zeros_(block.attn2.to_out[0].bias)
+    nn.init.zeros_(model.adaLN_out[-1].weight)
+    nn.init.zeros_(model.adaLN_out[-1].bias)
+    nn.init.zeros_(model.proj_out.weight)
+    nn.init.zeros_(model.proj_out.bias)
