@@ -317,7 +317,8 @@ class SoraTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
         timestep: (B,) one timestep per sample, or (B, F) one per latent frame, in [0, 1000].
         encoder_hidden_states: (B, L, text_embed_dim) text token states (all segments concatenated).
         encoder_attention_mask: (B, L) 1 for real tokens, 0 for padding.
-        pooled_projections: (B, pooled_embed_dim) or (B, S, pooled_embed_dim), one per text segment.
+        pooled_projections: (B, pooled_embed_dim) or (B, S, pooled_embed_dim), one per text segment
+            (default: the mean of each segment's token states).
         frame_segment_ids: (B, F) which text segment covers each latent frame (default: 0).
         text_segment_ids: (B, L) which segment each text token belongs to (default: 0).
         Returns the velocity (B, C_out, F, H, W) as `Transformer2DModelOutput(sample)`.
@@ -327,13 +328,13 @@ class SoraTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
         device = hidden_states.device
         L = encoder_hidden_states.shape[1]
         timestep = _per_frame(timestep, B, Fr, "timestep").to(device)
-        pooled = _segments_pooled(pooled_projections, encoder_hidden_states, encoder_attention_mask)
         frame_seg = (torch.zeros(B, Fr, dtype=torch.long, device=device) if frame_segment_ids is None
                      else frame_segment_ids.to(device).long())
         text_seg = (torch.zeros(B, L, dtype=torch.long, device=device) if text_segment_ids is None
                     else text_segment_ids.to(device).long())
         text_valid = (torch.ones(B, L, dtype=torch.bool, device=device) if encoder_attention_mask is None
                       else encoder_attention_mask.to(device).bool())
+        pooled = _segments_pooled(pooled_projections, encoder_hidden_states, text_valid, text_seg)
 
         pt, p = self.config.patch_size_t, self.config.patch_size
         Fp, Hp, Wp = Fr // pt, H // p, W // p
@@ -483,12 +484,13 @@ def _per_frame(timestep, batch: int, frames: int, name: str) -> torch.Tensor:
     return t
 
 
-def _segments_pooled(pooled, text, mask) -> torch.Tensor:
-    """(B, S, P) pooled text per segment; mean of the token states when not given."""
-    if pooled is None:
-        weights = torch.ones(text.shape[:2], device=text.device) if mask is None else mask.float()
-        pooled = (text * weights[..., None]).sum(1) / weights.sum(1, keepdim=True).clamp(min=1)
-    return pooled if pooled.ndim == 3 else pooled[:, None]
+def _segments_pooled(pooled, text, valid, text_seg) -> torch.Tensor:
+    """(B, S, P) pooled text per segment; when not given, the mean of each segment's real tokens."""
+    if pooled is not None:
+        return pooled if pooled.ndim == 3 else pooled[:, None]
+    num_segments = int(text_seg.max()) + 1
+    member = F.one_hot(text_seg, num_segments).to(text.dtype) * valid[..., None].to(text.dtype)  # (B, L, S)
+    return member.transpose(1, 2) @ text / member.sum(1)[..., None].clamp(min=1)  # (B, S, E)
 
 
 def _never_empty(mask: torch.Tensor) -> torch.Tensor:

