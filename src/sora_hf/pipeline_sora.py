@@ -74,8 +74,8 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
         super().__init__()
         self.register_modules(transformer=transformer, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
                               scheduler=scheduler)
-        self.vae_scale_factor_spatial = getattr(vae.config, "spatial_compression_ratio", 8) if vae else 8
-        self.vae_scale_factor_temporal = getattr(vae.config, "temporal_compression_ratio", 4) if vae else 4
+        self.vae_scale_factor_spatial = vae.spatial_compression_ratio if vae is not None else 8
+        self.vae_scale_factor_temporal = vae.temporal_compression_ratio if vae is not None else 4
         self.video_processor = VideoProcessor(vae_scale_factor=self.vae_scale_factor_spatial)
 
     # ------------------------------------------------------------------
@@ -236,27 +236,12 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:
         """(B, 3, F, H, W) in [-1, 1] -> normalised latents (B, C, F', H', W'), deterministic (posterior mode)."""
         z = self.vae.encode(video.to(self.vae.dtype)).latent_dist.mode()
-        return self._normalize(z)
+        return self.vae.normalize_latents(z)
 
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """normalised latents -> (B, 3, F, H, W) in [-1, 1]."""
-        return self.vae.decode(self._denormalize(latents).to(self.vae.dtype)).sample
-
-    def _latent_stats(self, latents):
-        c = self.vae.config
-        shape = (1, -1, 1, 1, 1)
-        mean = torch.tensor(getattr(c, "latents_mean", None) or [0.0], dtype=latents.dtype, device=latents.device)
-        std = torch.tensor(getattr(c, "latents_std", None) or [1.0], dtype=latents.dtype, device=latents.device)
-        return mean.view(shape), std.view(shape)
-
-    def _normalize(self, z):
-        mean, std = self._latent_stats(z)
-        return (z - mean) / std
-
-    def _denormalize(self, z):
-        mean, std = self._latent_stats(z)
-        return z * std + mean
+        return self.vae.decode(self.vae.denormalize_latents(latents.to(self.vae.dtype))).sample
 
     def prepare_conditions(self, conditions, height, width, num_frames, latent_frames, device, dtype):
         """-> (reference latents (1, C, F', H', W'), noise caps (F',) in [0, 1]; 1 = free)."""

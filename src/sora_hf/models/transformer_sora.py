@@ -322,7 +322,14 @@ class SoraTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
         frame_segment_ids: (B, F) which text segment covers each latent frame (default: 0).
         text_segment_ids: (B, L) which segment each text token belongs to (default: 0).
         Returns the velocity (B, C_out, F, H, W) as `Transformer2DModelOutput(sample)`.
+
+        Lists instead of tensors (one entry per sample, any sizes) take the packed path, so a
+        training loop can call the module itself (hooks, DDP) for Patch n' Pack; see `forward_packed`.
         """
+        if isinstance(hidden_states, (list, tuple)):
+            sample = self.forward_packed(hidden_states, timestep, encoder_hidden_states, pooled_projections,
+                                         frame_segment_ids, text_segment_ids)
+            return Transformer2DModelOutput(sample=sample) if return_dict else (sample,)
         B, C, Fr, H, W = hidden_states.shape
         self.check_latent_shape(hidden_states.shape[1:])
         device = hidden_states.device

@@ -12,7 +12,8 @@ Style choices the spec leaves open, written down here:
   with diagonal hatching in its colour; `white` objects are not sampled in
   sketch (white on paper is invisible, as white on sky).
 - pixel: 8x8-pixel blocks, each sampled at its centre and snapped to the
-  nearest palette/background colour (a block mean would invent blended colours).
+  nearest of the scene's own object/background colours (a block mean, or the
+  whole palette, would invent colours that are not in the scene).
 - stop-motion: each pose held for two frames, each held pose shifted by up to
   1 px (at 64 px) of jitter.
 """
@@ -113,12 +114,14 @@ def _background(scene: Scene) -> np.ndarray:
 
 
 def _pixelate(canvas: np.ndarray, scene: Scene) -> np.ndarray:
-    """Sample each block at its centre (crisp edges, no blended colours), snap to the palette."""
+    """Sample each block at its centre (crisp edges, no blended colours) and snap it to the
+    colours this scene really has, so an anti-aliased edge never turns into another palette colour."""
     b = PIXEL_BLOCK
     blocks = canvas[:, b // 2::b, b // 2::b]  # (F, H/b, W/b, 3)
     top, bottom = BACKGROUNDS[scene.background]
     levels = [tuple((np.array(top) * (1 - t) + np.array(bottom) * t).round()) for t in (0.0, 0.5, 1.0)]
-    choices = np.array(list(PALETTE.values()) + levels + [OCCLUDER_RGB], np.float32)  # (K, 3)
+    objects = {PALETTE[c] for o in scene.objects for c in o.colours}
+    choices = np.array(sorted(objects) + levels + [OCCLUDER_RGB], np.float32)  # (K, 3)
     nearest = ((blocks[..., None, :] - choices) ** 2).sum(-1).argmin(-1)  # (F, H/b, W/b)
     return choices[nearest].repeat(b, axis=1).repeat(b, axis=2)  # (F, H, W, 3)
 

@@ -1,0 +1,159 @@
+"""What every training command shares: run folders, logs, loss plots, checkpoints
+with resume, and provenance files written next to shipped weights."""
+
+from __future__ import annotations
+
+import json
+import platform
+import re
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+CHECKPOINT_PREFIX = "checkpoint-"
+
+
+class RunLog:
+    """Append-only JSONL log of a training run plus its loss-curve plot.
+
+    One JSON object per logged step, so a resumed run continues the same file
+    and the plot always shows the whole run."""
+
+    def __init__(self, out_dir: Path, name: str = "log.jsonl"):
+        self.path = Path(out_dir) / name
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, step: int, **metrics) -> None:
+        record = {"step": int(step), "time": round(time.time(), 3), **{k: _plain(v) for k, v in metrics.items()}}
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def records(self, after_step: Optional[int] = None) -> list[dict]:
+        if not self.path.exists():
+            return []
+        rows = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        return [r for r in rows if after_step is None or r["step"] <= after_step]
+
+    def truncate_after(self, step: int) -> None:
+        """On resume, drop lines logged after the checkpoint we resume from (they will be redone)."""
+        kept = self.records(after_step=step)
+        self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+
+    def plot(self, png: Path, keys: tuple[str, ...] = ("loss",), title: str = "") -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        rows = self.records()
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for key in keys:
+            points = [(r["step"], r[key]) for r in rows if key in r]
+            if not points:
+                continue
+            steps, values = zip(*points)
+            ax.plot(steps, values, alpha=0.3, label=f"{key}")
+            ax.plot(steps, _ema(values), label=f"{key} (smoothed)")
+        ax.set_xlabel("step")
+        ax.set_yscale("log")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(png, dpi=100)
+        plt.close(fig)
+
+
+def latest_checkpoint(out_dir: Path) -> Optional[Path]:
+    """The newest `checkpoint-<step>` folder of a run, or None."""
+    found = [(int(m.group(1)), p) for p in Path(out_dir).glob(CHECKPOINT_PREFIX + "*")
+             if (m := re.fullmatch(CHECKPOINT_PREFIX + r"(\d+)", p.name)) and (p / "state.json").exists()]
+    return max(found)[1] if found else None
+
+
+def save_checkpoint(accelerator, out_dir: Path, step: int, keep: int = 2, **state) -> Path:
+    """accelerate's full state (model, optimiser, RNGs, registered objects) plus our counters.
+
+    state.json is written last, so a folder without it is an interrupted save and is ignored."""
+    path = Path(out_dir) / f"{CHECKPOINT_PREFIX}{step}"
+    accelerator.save_state(str(path))
+    if accelerator.is_main_process:
+        (path / "state.json").write_text(json.dumps({"step": step, **state}))
+        for old in sorted(Path(out_dir).glob(CHECKPOINT_PREFIX + "*"), key=_checkpoint_step)[:-keep]:
+            _remove_tree(old)
+    return path
+
+
+def load_checkpoint(accelerator, path: Path) -> dict:
+    accelerator.load_state(str(path))
+    return json.loads((Path(path) / "state.json").read_text())
+
+
+def provenance(command: Optional[list[str]] = None, **fields) -> dict:
+    """Who made these weights and how: the command, code version, software, machine and results."""
+    import torch
+
+    return {
+        "command": " ".join(shlex.quote(a) for a in (command or ["sora-hf", *sys.argv[1:]])),
+        "git_commit": _git_commit(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "machine": f"{platform.machine()}, {_cpu_count()} CPU cores"
+                   + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""),
+        **{k: _plain(v) for k, v in fields.items()},
+    }
+
+
+def write_json(path: Path, data: dict) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
+
+
+# ----------------------------------------------------------------------------
+
+def _checkpoint_step(path: Path) -> int:
+    m = re.fullmatch(CHECKPOINT_PREFIX + r"(\d+)", path.name)
+    return int(m.group(1)) if m else -1
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _ema(values, alpha: float = 0.05) -> list[float]:
+    out, avg = [], None
+    for v in values:
+        avg = v if avg is None else (1 - alpha) * avg + alpha * v
+        out.append(avg)
+    return out
+
+
+def _plain(value):
+    """Tensors and numpy scalars -> JSON-friendly Python numbers."""
+    if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:
+        return value.item()
+    if isinstance(value, float):
+        return round(value, 6)
+    return value
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _cpu_count() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
