@@ -211,3 +211,38 @@ def test_every_vocabulary_item_occurs():
     assert {o.size for sc in scenes for o in sc.objects} == set(SIZES)
     assert {sc.background for sc in scenes} == {"black", "gray", "sand", "sky"}
     assert {len(sc.objects) for sc in scenes} == {1, 2} and any(sc.occluder_x for sc in scenes)
+
+
+# ----------------------------------------------------------------------------
+# the `sora-hf shapeworld` command
+# ----------------------------------------------------------------------------
+
+def test_cli_renders_clips_with_captions(tmp_path):
+    import json
+
+    from sora_hf.cli import main
+    from sora_hf.video_io import read_video
+
+    assert main(["shapeworld", "--out", str(tmp_path), "--num", "2", "--size", "16:9", "--frames", "9",
+                 "--style", "neon", "--upscale", "2", "--split", "eval"]) == 0
+    stems = sorted(p.stem for p in tmp_path.glob("*.mp4"))
+    assert stems == [f"shapeworld_eval_{EVAL_SEED_START}", f"shapeworld_eval_{EVAL_SEED_START + 1}"]
+    frames = read_video(tmp_path / f"{stems[0]}.mp4")
+    assert frames.shape == (9, 128, 224, 3)
+    assert (tmp_path / f"{stems[0]}.gif").exists()
+    record = json.loads((tmp_path / f"{stems[0]}.json").read_text())
+    assert "neon" in record["captions"]["short"] and record["scene"]["style"] == "neon"
+    assert main(["shapeworld", "--out", str(tmp_path), "--num", "1", "--frames", "image"]) == 0
+    assert read_video(tmp_path / "shapeworld_train_0.png").shape == (1, 256, 256, 3)
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--size", "50x64"], "width=50"), (["--frames", "16"], "num_frames=16"), (["--colour", "teal"], "'teal'"),
+    (["--style", "vapor"], "'vapor'"), (["--split", "eval", "--seed", "3"], "seed=3"), (["--num", "0"], "--num=0"),
+])
+def test_cli_bad_input_is_one_clear_line_and_writes_nothing(tmp_path, capsys, argv, needle):
+    from sora_hf.cli import main
+
+    out = tmp_path / "out"
+    assert main(["shapeworld", "--out", str(out), *argv]) == 2
+    assert needle in capsys.readouterr().err and not out.exists()

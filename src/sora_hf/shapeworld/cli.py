@@ -42,7 +42,8 @@ def add_parser(subparsers) -> None:
         "shapeworld", help="render ShapeWorld clips (mp4/gif) with their captions",
         description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", default="outputs/shapeworld", help="output folder")
-    p.add_argument("--seed", type=int, default=0, help="first seed (eval seeds start at %d)" % EVAL_SEED_START)
+    p.add_argument("--seed", type=int, default=None,
+                   help="first seed (default: 0 for train, %d, the first eval seed, for eval)" % EVAL_SEED_START)
     p.add_argument("--num", type=int, default=4, help="number of clips (consecutive seeds)")
     p.add_argument("--split", default="train", choices=SPLITS)
     p.add_argument("--size", default="1:1", help="WIDTHxHEIGHT, multiples of 16, or " + ", ".join(ASPECT_RATIOS))
@@ -64,22 +65,27 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..video_io import write_video  # PyAV is only needed once we write files
-    from . import render_clip
+    from . import render_clip, sample_scene
 
     check_choice("--style", args.style, STYLES)
     if args.num < 1:
         raise ValueError(f"--num={args.num} must be >= 1")
     if args.upscale < 1:
         raise ValueError(f"--upscale={args.upscale} must be an integer >= 1")
+    if args.seed is None:
+        args.seed = EVAL_SEED_START if args.split == "eval" else 0
     height, width = parse_size(args.size)
     height, width = height * args.tier, width * args.tier
     num_frames = parse_frames(args.frames)
+    scene_kwargs = dict(height=height, width=width, num_frames=num_frames, style=args.style,
+                        num_objects=args.objects, storyboard=args.storyboard, occluder=args.occluder,
+                        colour=args.colour, shape=args.shape, motion=args.motion, background=args.background)
+    for seed in (args.seed, args.seed + args.num - 1):  # bad input fails here, before any file is written
+        sample_scene(seed, args.split, **scene_kwargs)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for seed in tqdm(range(args.seed, args.seed + args.num), desc="rendering", unit="clip"):
-        clip = render_clip(seed, args.split, height=height, width=width, num_frames=num_frames, style=args.style,
-                           num_objects=args.objects, storyboard=args.storyboard, occluder=args.occluder,
-                           colour=args.colour, shape=args.shape, motion=args.motion, background=args.background)
+        clip = render_clip(seed, args.split, **scene_kwargs)
         stem = out / f"shapeworld_{args.split}_{seed}"
         is_image = num_frames == 1
         if args.format in ("mp4", "both"):
