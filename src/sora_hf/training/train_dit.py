@@ -1,0 +1,347 @@
+"""`sora-hf train-dit`: train SoraTransformer3DModel with flow matching on ShapeWorld
+(or a folder of captioned video), with accelerate.
+
+Every conditioning mode the creative tools need is trained from the first step:
+- per-frame noise levels: in `condition_fraction` of the clips some latent frames
+  (head, tail, head+tail or random ones) get a capped noise level
+  `min(sigma, c)`, with c = 0 (a given, clean frame) half the time and
+  c ~ U(0, 1) otherwise, exactly what the pipeline does at inference;
+- storyboards: two-segment clips use their per-segment captions, each latent
+  frame attending only to its own segment's text;
+- classifier-free guidance: `text_dropout` of the clips get the empty prompt;
+- any size and duration: mixed aspect ratios and durations (images included)
+  packed per batch (Patch n' Pack).
+The VAE is frozen; latents are encoded on the fly (ShapeWorld is infinite).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from .common import RunLog, latest_checkpoint, load_checkpoint, provenance, save_checkpoint, write_json
+
+
+@dataclass
+class DiTTrainingConfig:
+    # --- model
+    preset: str = "sora-tiny"  # SoraTransformer3DModel preset (transformer_sora.PRESETS)
+    patch_size: int = 2  # spatial patch of latent pixels
+    # --- data (ShapeWorld unless --video-folder)
+    tier: int = 1  # 1: 64 px short side, 2: 128 px
+    durations: tuple = (1, 17, 33)  # frames; 1 is an image
+    duration_weights: tuple = (0.2, 0.5, 0.3)
+    style_weights: tuple = (0.8, 0.05, 0.05, 0.05, 0.05)  # none, stop-motion, neon, pixel, sketch
+    storyboard_fraction: float = 0.3
+    batch_size: int = 24  # clips per step
+    # --- flow matching
+    logit_mean: float = 0.0  # logit-normal timestep sampling (SD3)
+    logit_std: float = 1.0
+    shift: float = 1.0  # sigma -> shift * sigma / (1 + (shift - 1) * sigma); the pipeline's scheduler uses the same
+    text_dropout: float = 0.1
+    condition_fraction: float = 0.3  # clips with clean / low-noise frames
+    long_caption_fraction: float = 0.5  # else the short caption
+    storyboard_segment_fraction: float = 0.75  # storyboard clips trained with per-segment captions
+    # --- optimisation
+    steps: int = 3000
+    lr: float = 4e-4
+    warmup_steps: int = 150
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    ema_decay: float = 0.998
+    max_tokens_per_row: int = 640  # Patch n' Pack row length in training
+    # --- bookkeeping
+    seed: int = 0
+    log_every: int = 10
+    save_every: int = 200
+    max_sequence_length: int = 96
+
+
+# ----------------------------------------------------------------------------
+# Per-frame noise: what the creative tools will ask of the model
+# ----------------------------------------------------------------------------
+
+FRAME_MODES = ("head", "tail", "head+tail", "random")
+
+
+def sample_frame_caps(latent_frames: int, rng: np.random.Generator, fraction: float) -> np.ndarray:
+    """(F',) noise caps in [0, 1]; 1 means "no cap" (the frame follows the global sigma)."""
+    caps = np.ones(latent_frames, dtype=np.float32)
+    if latent_frames < 2 or rng.random() >= fraction:
+        return caps
+    mode = FRAME_MODES[rng.integers(len(FRAME_MODES))]
+    k = int(rng.integers(1, max(2, latent_frames // 2) + 1))  # how many frames are given
+    chosen = {"head": np.arange(k), "tail": np.arange(latent_frames - k, latent_frames),
+              "head+tail": np.r_[np.arange(max(1, k // 2)), np.arange(latent_frames - max(1, k // 2), latent_frames)],
+              "random": rng.choice(latent_frames, size=k, replace=False)}[mode]
+    level = 0.0 if rng.random() < 0.5 else float(rng.uniform(0, 1))
+    caps[np.minimum(chosen, latent_frames - 1)] = level
+    return caps
+
+
+def latent_frame_segments(segments: list[dict], num_frames: int, latent_frames: int, temporal: int) -> list[int]:
+    """The segment of each latent frame: the one covering the last pixel frame it encodes."""
+    segment_of = np.zeros(num_frames, dtype=np.int64)
+    for s, seg in enumerate(segments):
+        segment_of[seg["start"]:seg["end"]] = s
+    return [int(segment_of[min(num_frames - 1, j * temporal)]) for j in range(latent_frames)]
+
+
+def choose_texts(item: dict, rng: np.random.Generator, cfg: DiTTrainingConfig) -> list[str]:
+    """The texts a clip is trained with: one per segment (storyboards) or one for the clip."""
+    if rng.random() < cfg.text_dropout:
+        return [""]
+    long = rng.random() < cfg.long_caption_fraction
+    if len(item["segments"]) > 1 and rng.random() < cfg.storyboard_segment_fraction:
+        return [seg["long" if long else "short"] for seg in item["segments"]]
+    return [item["long" if long else "short"]]
+
+
+# ----------------------------------------------------------------------------
+# One training step's inputs
+# ----------------------------------------------------------------------------
+
+class BatchMaker:
+    """Items -> the packed inputs and targets of the flow-matching loss."""
+
+    def __init__(self, pipe, cfg: DiTTrainingConfig, rng: np.random.Generator, device):
+        self.pipe, self.cfg, self.rng, self.device = pipe, cfg, rng, device
+
+    @torch.no_grad()
+    def encode_latents(self, items: list[dict]) -> list[torch.Tensor]:
+        from ..data import group_by_shape
+
+        latents: list[Optional[torch.Tensor]] = [None] * len(items)
+        for _, indices in group_by_shape(items).items():
+            video = torch.stack([items[i]["video"] for i in indices]).to(self.device)  # (n, 3, F, H, W)
+            z = self.pipe.encode_video(video)  # (n, C, F', H', W') normalised
+            for k, i in enumerate(indices):
+                latents[i] = z[k]
+        return latents
+
+    @torch.no_grad()
+    def encode_texts(self, texts_per_item: list[list[str]]):
+        flat = [t for texts in texts_per_item for t in texts]
+        states, mask, pooled = self.pipe.encode_prompt(flat, 1, self.cfg.max_sequence_length, self.device)
+        tokens, pooled_out, text_seg = [], [], []
+        k = 0
+        for texts in texts_per_item:
+            parts = [states[k + s][mask[k + s].bool()] for s in range(len(texts))]
+            tokens.append(torch.cat(parts))  # (L_i, E)
+            text_seg.append(torch.cat([torch.full((len(p),), s, device=self.device) for s, p in enumerate(parts)]))
+            pooled_out.append(pooled[k:k + len(texts)])  # (S_i, E)
+            k += len(texts)
+        return tokens, pooled_out, text_seg
+
+    def make(self, items: list[dict]) -> dict:
+        cfg, rng = self.cfg, self.rng
+        latents = self.encode_latents(items)
+        texts = [choose_texts(item, rng, cfg) for item in items]
+        tokens, pooled, text_seg = self.encode_texts(texts)
+        u = torch.sigmoid(torch.from_numpy(rng.normal(cfg.logit_mean, cfg.logit_std, len(items))).float())
+        sigmas = cfg.shift * u / (1 + (cfg.shift - 1) * u)  # (N,)
+        noisy, targets, timesteps, frame_seg, weights = [], [], [], [], []
+        temporal = self.pipe.vae_scale_factor_temporal
+        for i, (item, z0) in enumerate(zip(items, latents)):
+            Fl = z0.shape[1]
+            caps = torch.from_numpy(sample_frame_caps(Fl, rng, cfg.condition_fraction)).to(self.device)
+            sigma_f = torch.minimum(sigmas[i].to(self.device), caps)  # (F',)
+            noise = torch.from_numpy(rng.standard_normal(z0.shape).astype(np.float32)).to(self.device)
+            s = sigma_f.view(1, -1, 1, 1)
+            noisy.append((1 - s) * z0 + s * noise)
+            targets.append(noise - z0)
+            timesteps.append(sigma_f * 1000.0)
+            segs = latent_frame_segments(item["segments"], item["video"].shape[1], Fl, temporal) \
+                if len(texts[i]) > 1 else [0] * Fl
+            frame_seg.append(torch.tensor(segs, device=self.device))
+            weights.append((sigma_f > 0).float())  # a given frame's velocity is undefined: no loss there
+        return dict(latents=noisy, targets=targets, timesteps=timesteps, tokens=tokens, pooled=pooled,
+                    text_seg=text_seg, frame_seg=frame_seg, weights=weights)
+
+
+def flow_matching_loss(predictions: list[torch.Tensor], batch: dict) -> torch.Tensor:
+    """Mean squared velocity error over the frames that carry noise, averaged per clip."""
+    losses = []
+    for pred, target, w in zip(predictions, batch["targets"], batch["weights"]):
+        per_frame = (pred - target).square().mean(dim=(0, 2, 3))  # (F',)
+        losses.append((per_frame * w).sum() / w.sum().clamp(min=1))
+    return torch.stack(losses).mean()
+
+
+# ----------------------------------------------------------------------------
+# The run
+# ----------------------------------------------------------------------------
+
+def train(cfg: DiTTrainingConfig, vae_path: str, out_dir: str, resume: bool = True,
+          export: Optional[str] = None, video_folder: Optional[str] = None) -> dict:
+    from accelerate import Accelerator
+    from diffusers import FlowMatchEulerDiscreteScheduler
+    from diffusers.optimization import get_scheduler
+    from diffusers.training_utils import EMAModel
+    from tqdm.auto import tqdm
+
+    from ..data import ShapeWorldDataset, ShapeWorldSampling, VideoFolderDataset, collate_videos
+    from ..models import AutoencoderKLSora, SoraTransformer3DModel
+    from ..models.transformer_sora import PRESETS
+    from ..pipeline_sora import SoraPipeline, _bundled_text_model
+
+    if cfg.preset not in PRESETS:
+        raise ValueError(f"preset={cfg.preset!r}; allowed: {sorted(PRESETS)}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    accelerator = Accelerator()
+    device = accelerator.device
+    torch.manual_seed(cfg.seed)
+
+    vae = AutoencoderKLSora.from_pretrained(vae_path).to(device).eval().requires_grad_(False)
+    text_encoder = _bundled_text_model("text_encoder").to(device).eval().requires_grad_(False)
+    tokenizer = _bundled_text_model("tokenizer")
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=cfg.shift)
+    model = SoraTransformer3DModel(in_channels=vae.config.latent_channels, patch_size=cfg.patch_size,
+                                   max_tokens_per_row=cfg.max_tokens_per_row, **PRESETS[cfg.preset])
+    pipe = SoraPipeline(transformer=model, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+                        scheduler=scheduler)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+    lr_scheduler = get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=cfg.warmup_steps)
+    ema = EMAModel(model.parameters(), decay=cfg.ema_decay, use_ema_warmup=True, model_cls=SoraTransformer3DModel,
+                   model_config=model.config)
+    model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
+    accelerator.register_for_checkpointing(ema)
+
+    log = RunLog(out)
+    step, wall_before = 0, 0.0
+    checkpoint = latest_checkpoint(out) if resume else None
+    if checkpoint is not None:
+        state = load_checkpoint(accelerator, checkpoint)
+        step, wall_before = state["step"], state.get("wall_time_s", 0.0)
+        log.truncate_after(step)
+        accelerator.print(f"resumed from {checkpoint} at step {step}")
+    write_json(out / "config.json", {"training": dataclasses.asdict(cfg), "vae": str(vae_path)})
+
+    if video_folder:
+        dataset = VideoFolderDataset(video_folder)
+        loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True,
+                                             collate_fn=collate_videos, drop_last=True)
+    else:
+        sampling = ShapeWorldSampling(tier=cfg.tier, durations=cfg.durations, duration_weights=cfg.duration_weights,
+                                      style_weights=cfg.style_weights, storyboard_fraction=cfg.storyboard_fraction)
+        dataset = ShapeWorldDataset(sampling, seed=cfg.seed, rank=accelerator.process_index,
+                                    world_size=accelerator.num_processes)
+        dataset.set_epoch(step)  # a resumed run draws fresh clips instead of replaying the first ones
+        loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, collate_fn=collate_videos,
+                                             num_workers=1, prefetch_factor=2)
+    batches = _forever(loader)
+    rng = np.random.default_rng([cfg.seed, step, accelerator.process_index])
+    maker = BatchMaker(pipe, cfg, rng, device)
+
+    start = time.time()
+    bar = tqdm(total=cfg.steps, initial=step, desc="train-dit", unit="step", disable=not accelerator.is_main_process)
+    model.train()
+    while step < cfg.steps:
+        batch = maker.make(next(batches))
+        out_packed = model(batch["latents"], batch["timesteps"], batch["tokens"], None, batch["pooled"],
+                           batch["frame_seg"], batch["text_seg"]).sample
+        loss = flow_matching_loss(out_packed, batch)
+        accelerator.backward(loss)
+        grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        lr_scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        ema.step(accelerator.unwrap_model(model).parameters())
+        step += 1
+        bar.update()
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        wall = wall_before + time.time() - start
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            log.write(step, loss=loss.item(), grad_norm=float(grad_norm), lr=lr_scheduler.get_last_lr()[0],
+                      wall_time_s=round(wall, 1))
+        if step % cfg.save_every == 0 or step == cfg.steps:
+            save_checkpoint(accelerator, out, step, wall_time_s=wall)
+            if accelerator.is_main_process:
+                log.plot(out / "loss.png", title=f"train-dit {cfg.preset}")
+    bar.close()
+
+    wall = wall_before + time.time() - start
+    records = log.records()
+    final_loss = float(np.mean([r["loss"] for r in records[-20:]])) if records else float("nan")
+    result = {"steps": step, "wall_time_s": round(wall, 1), "final_loss_avg20": round(final_loss, 5)}
+    if accelerator.is_main_process:
+        final = accelerator.unwrap_model(model)
+        ema.copy_to(final.parameters())  # ship the EMA weights
+        final.save_pretrained(out / "transformer")
+        scheduler.save_pretrained(out / "scheduler")
+        log.plot(out / "loss.png", title=f"train-dit {cfg.preset}")
+        if export:
+            export_dir = Path(export)
+            final.save_pretrained(export_dir)
+            write_json(export_dir / "provenance.json", provenance(
+                steps=step, wall_time_s=round(wall, 1), metrics={"final_loss_avg20": final_loss},
+                training=dataclasses.asdict(cfg), vae=str(vae_path),
+                data="ShapeWorld v1 (train split)" if not video_folder else f"video folder {video_folder}"))
+    return result
+
+
+def _forever(loader):
+    epoch = 0
+    while True:
+        if hasattr(loader.dataset, "set_epoch") and not isinstance(loader.dataset, torch.utils.data.IterableDataset):
+            loader.dataset.set_epoch(epoch)
+        yield from loader
+        epoch += 1
+
+
+# ----------------------------------------------------------------------------
+# CLI
+# ----------------------------------------------------------------------------
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("train-dit", help="train the diffusion transformer (flow matching, accelerate)",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--vae", required=True, help="folder of the trained AutoencoderKLSora (e.g. pipelines/sora-tiny/vae)")
+    p.add_argument("--out", default="runs/dit", help="run folder: checkpoints, log.jsonl, loss.png")
+    p.add_argument("--export", default=None, help="also write the EMA transformer + provenance.json here")
+    p.add_argument("--video-folder", default=None, help="train on a folder of videos + captions.jsonl instead")
+    p.add_argument("--no-resume", action="store_true", help="start over even if the run folder has checkpoints")
+    add_dataclass_arguments(p, DiTTrainingConfig)
+    p.set_defaults(func=_run)
+
+
+def add_dataclass_arguments(parser: argparse.ArgumentParser, config_cls) -> None:
+    """One --flag per config field, typed like its default (tuples take comma-separated values)."""
+    for field in dataclasses.fields(config_cls):
+        flag = "--" + field.name.replace("_", "-")
+        default = field.default
+        if isinstance(default, tuple):
+            parser.add_argument(flag, default=default, type=_tuple_of(type(default[0])), help=f"default: {default}")
+        else:
+            parser.add_argument(flag, default=default, type=type(default), help=f"default: {default}")
+
+
+def config_from_args(config_cls, args: argparse.Namespace):
+    return config_cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls)})
+
+
+def _tuple_of(kind):
+    def parse(text: str) -> tuple:
+        try:
+            return tuple(kind(v) for v in text.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} must be comma-separated {kind.__name__} values")
+    return parse
+
+
+def _run(args: argparse.Namespace) -> int:
+    cfg = config_from_args(DiTTrainingConfig, args)
+    result = train(cfg, args.vae, args.out, resume=not args.no_resume, export=args.export,
+                   video_folder=args.video_folder)
+    print(json.dumps(result))
+    return 0

@@ -1,0 +1,111 @@
+"""SoraPipeline on tiny random components: interfaces, per-frame conditioning, bad input."""
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+
+from sora_hf.pipeline_sora import SoraCondition, SoraPipelineOutput
+
+
+def run(pipe, **kwargs):
+    args = dict(prompt="a red ball bouncing", height=32, width=48, num_frames=9, num_inference_steps=2,
+                generator=torch.Generator().manual_seed(0))
+    args.update(kwargs)
+    return pipe(**args)
+
+
+def test_two_step_run_gives_frames_in_0_1(tiny_pipe):
+    out = run(tiny_pipe)
+    assert isinstance(out, SoraPipelineOutput)
+    assert out.frames.shape == (1, 9, 32, 48, 3) and out.frames.dtype == np.float32
+    assert 0 <= out.frames.min() and out.frames.max() <= 1
+
+
+@pytest.mark.parametrize("output_type,check", [
+    ("pt", lambda f: f.shape == (1, 1, 3, 32, 48)),
+    ("pil", lambda f: len(f) == 1 and len(f[0]) == 1 and isinstance(f[0][0], PIL.Image.Image)),
+    ("latent", lambda f: f.shape == (1, 4, 1, 4, 6)),
+])
+def test_output_types_and_images(tiny_pipe, output_type, check):
+    assert check(run(tiny_pipe, num_frames=1, output_type=output_type).frames)
+
+
+def test_same_seed_same_frames_and_variations_differ(tiny_pipe):
+    a, b = run(tiny_pipe).frames, run(tiny_pipe).frames
+    np.testing.assert_array_equal(a, b)
+    many = run(tiny_pipe, num_videos_per_prompt=2).frames
+    assert many.shape[0] == 2 and not np.allclose(many[0], many[1])
+    assert run(tiny_pipe, return_dict=False)[0].shape == a.shape
+
+
+def test_strength_one_frames_stay_bit_exact_through_sampling(tiny_pipe):
+    """A condition of strength 1 fixes its latent frame for the whole loop, wherever it sits."""
+    g = torch.Generator().manual_seed(3)
+    video = torch.rand(9, 3, 32, 48, generator=g) * 2 - 1
+    for frame_index in (0, 4, -1):
+        cond = SoraCondition(video=video[:1], frame_index=frame_index, strength=1.0)
+        ref, caps = tiny_pipe.prepare_conditions([cond], 32, 48, 9, 3, "cpu", torch.float32)
+        latent_index = tiny_pipe.latent_frame_of(frame_index % 9)
+        seen = []
+        run(tiny_pipe, conditions=[cond], num_inference_steps=3, output_type="latent",
+            callback_on_step_end=lambda p, i, t, kw: seen.append(kw["latents"][:, :, latent_index].clone()) or {})
+        for latents in seen:
+            torch.testing.assert_close(latents[0], ref[0, :, latent_index], atol=0, rtol=0)
+        assert caps[latent_index] == 0 and (caps[torch.arange(3) != latent_index] == 1).all()
+
+
+def test_partial_strength_is_re_denoised_and_zero_strength_is_no_condition(tiny_pipe):
+    image = np.random.default_rng(0).random((32, 48, 3)).astype(np.float32)
+    plain = run(tiny_pipe, output_type="latent").frames
+    half = run(tiny_pipe, conditions=[SoraCondition(image=image, strength=0.5)], output_type="latent").frames
+    zero = run(tiny_pipe, conditions=[SoraCondition(image=image, strength=0.0)], output_type="latent").frames
+    torch.testing.assert_close(zero, plain)
+    assert not torch.allclose(half, plain)
+
+
+def test_storyboard_runs_and_differs_from_a_single_prompt(tiny_pipe):
+    board = [("a red ball bouncing", 0, 5), ("a blue square spinning", 5, 9)]
+    story = run(tiny_pipe, prompt=None, storyboard=board, output_type="latent").frames
+    single = run(tiny_pipe, prompt="a red ball bouncing", output_type="latent").frames
+    assert story.shape == single.shape and not torch.allclose(story, single)
+
+
+def test_callbacks_progress_and_interrupt(tiny_pipe):
+    steps = []
+
+    def stop_after_two(pipe, i, t, kwargs):
+        steps.append(i)
+        if i == 1:
+            pipe._interrupt = True
+        return kwargs
+
+    run(tiny_pipe, num_inference_steps=5, callback_on_step_end=stop_after_two)
+    assert steps == [0, 1]
+
+
+def test_prompt_embeds_equal_prompt(tiny_pipe):
+    embeds, mask, _ = tiny_pipe.encode_prompt("a red ball bouncing")
+    a = run(tiny_pipe, output_type="latent").frames
+    b = run(tiny_pipe, prompt=None, prompt_embeds=embeds, prompt_attention_mask=mask, output_type="latent").frames
+    torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("kwargs,needle", [
+    (dict(height=40), "height=40"), (dict(width=0), "width=0"), (dict(num_frames=8), "num_frames=8"),
+    (dict(num_inference_steps=0), "num_inference_steps=0"),
+    (dict(guidance_scale=0.5, negative_prompt="blurry"), "guidance_scale=0.5"),
+    (dict(output_type="gif"), "output_type='gif'"),
+    (dict(conditions=[SoraCondition(image=np.zeros((32, 48, 3)), frame_index=9)]), "frame_index=9"),
+    (dict(conditions=[SoraCondition(image=np.zeros((32, 48, 3)), strength=1.5)]), "strength=1.5"),
+    (dict(conditions=[SoraCondition()]), "exactly one of image= or video="),
+    (dict(prompt=None, storyboard=[]), "storyboard=[]"),
+    (dict(prompt=None, storyboard=[("a", 0, 6), ("b", 4, 9)]), "overlaps"),
+    (dict(prompt=None, storyboard=[("a", 0, 12)]), "num_frames=9"),
+    (dict(prompt=None), "exactly one of prompt"),
+    (dict(num_videos_per_prompt=0), "num_videos_per_prompt=0"),
+])
+def test_bad_input_names_the_argument(tiny_pipe, kwargs, needle):
+    with pytest.raises(ValueError) as error:
+        run(tiny_pipe, **kwargs)
+    assert needle in str(error.value)
