@@ -495,4 +495,4 @@ def _bundled_text_model(name: str, dtype=None):
     path = str(bundle.get_model_path())
     if name == "tokenizer":
         return transformers.BertTokenizer.from_pretrained(path)
-    return transformers.BertModel.from_pretrained(path, add_pooling_layer=False, torch_dtype=dtype)
+    return transformers.BertModel.from_pretrained(path, torch_dtype=dtype)

@@ -1,0 +1,124 @@
+"""DiT speed: per-step latency of SoraTransformer3DModel against diffusers'
+WanTransformer3DModel and LTXVideoTransformer3DModel built at the same width,
+depth and heads and fed the same number of tokens, in one run; and Patch n'
+Pack against padding on a mixed-size batch.
+
+    python bench/dit_speed.py [--preset sora-tiny] [--repeats 20]
+
+Weights are random (speed does not depend on them). The classifier-free
+guidance batch (2) of a 17x64x64 clip is the default case: latents
+(16, 5, 8, 8) -> 80 tokens per sample with 1x2x2 patches.
+"""
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from diffusers import LTXVideoTransformer3DModel, WanTransformer3DModel
+
+from sora_hf.models.transformer_sora import PRESETS, SoraTransformer3DModel
+
+TEXT_TOKENS = 24  # a typical caption
+TARGET_RATIO = 0.7
+
+
+def timed(fn, repeats: int) -> float:
+    """Median seconds per call after warm-up."""
+    with torch.no_grad():
+        for _ in range(3):
+            fn()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def build_models(preset: str, channels: int):
+    cfg = PRESETS[preset]
+    width, depth, heads = cfg["hidden_size"], cfg["num_layers"], cfg["num_attention_heads"]
+    ours = SoraTransformer3DModel(in_channels=channels, **cfg).eval()
+    wan = WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=heads, attention_head_dim=width // heads,
+                                in_channels=channels, out_channels=channels, text_dim=384, freq_dim=256,
+                                ffn_dim=4 * width, num_layers=depth).eval()
+    # LTX patchifies outside the model: give it the same tokens as (B, N, C * 2 * 2) with patch 1
+    ltx = LTXVideoTransformer3DModel(in_channels=channels * 4, out_channels=channels * 4, patch_size=1,
+                                     num_attention_heads=heads, attention_head_dim=width // heads,
+                                     cross_attention_dim=width, num_layers=depth, caption_channels=384).eval()
+    return ours, wan, ltx
+
+
+def step_latency(preset: str, latent: tuple, batch: int, repeats: int) -> dict:
+    C, F, H, W = latent
+    ours, wan, ltx = build_models(preset, C)
+    x = torch.randn(batch, C, F, H, W)
+    text = torch.randn(batch, TEXT_TOKENS, 384)
+    mask = torch.ones(batch, TEXT_TOKENS, dtype=torch.long)
+    t_frames = torch.full((batch, F), 500.0)
+    tokens = ours.patchify(x)  # (B, N, C*4): identical token count for LTX
+    results = {
+        "ours": timed(lambda: ours(x, t_frames, text, mask), repeats),
+        "wan": timed(lambda: wan(x, torch.full((batch,), 500.0), text), repeats),
+        "ltx": timed(lambda: ltx(tokens, text, torch.full((batch,), 500.0), mask, num_frames=F, height=H // 2,
+                                 width=W // 2), repeats),
+    }
+    results["ratio_vs_faster_peer"] = results["ours"] / min(results["wan"], results["ltx"])
+    results["tokens"] = tokens.shape[0] * tokens.shape[1]
+    return results
+
+
+def packed_vs_padded(preset: str, repeats: int) -> dict:
+    """Mixed batch: 4 images, 4 clips of 17 frames and 2 of 33 at 64x64 / 64x112 / 112x64."""
+    torch.manual_seed(0)
+    model = SoraTransformer3DModel(in_channels=16, **PRESETS[preset]).eval()
+    shapes = [(1, 8, 8)] * 2 + [(1, 8, 14)] * 2 + [(5, 8, 8), (5, 14, 8), (5, 8, 14), (5, 8, 8)] + [(9, 8, 14), (9, 8, 8)]
+    latents = [torch.randn(16, *s) for s in shapes]
+    texts = [torch.randn(TEXT_TOKENS, 384) for _ in shapes]
+    pooled = [t.mean(0) for t in texts]
+    steps = [torch.tensor(500.0) for _ in shapes]
+    real_tokens = sum(model.patchify(z[None]).shape[1] for z in latents)
+
+    def packed():
+        model.forward_packed(latents, steps, texts, pooled, max_tokens_per_row=640)
+
+    Fm, Hm, Wm = (max(s[i] for s in shapes) for i in range(3))
+    padded_x = torch.zeros(len(shapes), 16, Fm, Hm, Wm)  # the naive alternative: pad everything to the largest
+    padded_text = torch.stack(texts)
+
+    def padded():
+        model(padded_x, torch.full((len(shapes),), 500.0), padded_text)
+
+    t_packed, t_padded = timed(packed, repeats), timed(padded, repeats)
+    return {"real_tokens": real_tokens, "packed_tokens_per_s": real_tokens / t_packed,
+            "padded_tokens_per_s": real_tokens / t_padded, "packed_speedup": t_padded / t_packed}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="sora-tiny", choices=sorted(PRESETS))
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--out", default="bench/results/dit_speed.json")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    cases = {"17x64x64 cfg (2x80 tokens)": ((16, 5, 8, 8), 2), "65x64x112 cfg (2x476 tokens)": ((16, 17, 8, 14), 2)}
+    results = {"preset": args.preset, "threads": torch.get_num_threads(), "cases": {}}
+    print(f"{'case':30s} {'ours ms':>9s} {'wan ms':>9s} {'ltx ms':>9s} {'ours/faster':>12s}")
+    for name, (latent, batch) in cases.items():
+        r = step_latency(args.preset, latent, batch, args.repeats)
+        results["cases"][name] = r
+        print(f"{name:30s} {r['ours'] * 1e3:9.1f} {r['wan'] * 1e3:9.1f} {r['ltx'] * 1e3:9.1f} "
+              f"{r['ratio_vs_faster_peer']:11.2f}x  (target <= {TARGET_RATIO})")
+    pack = packed_vs_padded(args.preset, max(5, args.repeats // 4))
+    results["packing"] = pack
+    print(f"mixed batch, {pack['real_tokens']} real tokens: packed {pack['packed_tokens_per_s']:.0f} tok/s, "
+          f"padded {pack['padded_tokens_per_s']:.0f} tok/s -> packing {pack['packed_speedup']:.2f}x faster")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
