@@ -18,7 +18,10 @@ no condition at all.
 from __future__ import annotations
 
 import importlib
+import inspect
+import json
 import os
+import shutil
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
 
@@ -100,6 +103,45 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
                 if name not in kwargs and not os.path.isdir(os.path.join(path, name)):
                     kwargs[name] = _bundled_text_model(name, dtype)
         return super().from_pretrained(path, **kwargs)
+
+    def save_pretrained(self, save_directory, safe_serialization: bool = True, variant: Optional[str] = None,
+                        copy_code: bool = True, include_text_encoder: bool = True,
+                        model_card: Optional[str] = None, **kwargs):
+        """Write the Hub layout (see shared/ARCHITECTURE.md):
+
+            model_index.json   {"_class_name": ["pipeline_sora", "SoraPipeline"],
+                                "transformer": ["transformer_sora", "SoraTransformer3DModel"], ...}
+            pipeline_sora.py, transformer/transformer_sora.py, vae/autoencoder_kl_sora.py   (copy_code)
+            transformer/ vae/ scheduler/ [text_encoder/ tokenizer/]   weights and configs
+            README.md          the model card, when given
+
+        The code files are copied from wherever the classes were loaded (the installed package or
+        a Hub repo's remote code), so a re-save of a remote-loaded pipeline is loadable too.
+        `copy_code=False, include_text_encoder=False` writes the data-only folder kept in git."""
+        if kwargs.pop("push_to_hub", False):
+            raise ValueError("push_to_hub=True is not supported here: save, then upload the folder with "
+                             "`sora-hf push` or huggingface_hub.upload_folder")
+        super().save_pretrained(save_directory, safe_serialization=safe_serialization, variant=variant, **kwargs)
+        root = os.path.abspath(save_directory)
+        if copy_code:  # a data-only folder keeps the package's module paths: only sora_hf loads it
+            index_path = os.path.join(root, "model_index.json")
+            with open(index_path) as f:
+                index = json.load(f)
+            index["_class_name"] = [_module_stem(type(self)), type(self).__name__]
+            for name in ("transformer", "vae"):
+                index[name] = [_module_stem(type(getattr(self, name))), type(getattr(self, name)).__name__]
+            with open(index_path, "w") as f:
+                json.dump(index, f, indent=2, sort_keys=True)
+                f.write("\n")
+            for obj, folder in ((self, ""), (self.transformer, "transformer"), (self.vae, "vae")):
+                source = inspect.getsourcefile(type(obj))
+                shutil.copyfile(source, os.path.join(root, folder, os.path.basename(source)))
+        if not include_text_encoder:
+            for name in ("text_encoder", "tokenizer"):
+                shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+        if model_card is not None:
+            with open(os.path.join(root, "README.md"), "w") as f:
+                f.write(model_card)
 
     # ------------------------------------------------------------------
     # 1. check_inputs
@@ -475,6 +517,11 @@ def _mean_pool(states, mask):
 def _to_uint8(x) -> np.ndarray:
     x = np.asarray(x)
     return x if x.dtype == np.uint8 else (np.clip(x, 0, 1) * 255).round().astype(np.uint8)
+
+
+def _module_stem(cls) -> str:
+    """`sora_hf.models.transformer_sora` or a remote-code module -> `transformer_sora` (its file's stem)."""
+    return os.path.splitext(os.path.basename(inspect.getsourcefile(cls)))[0]
 
 
 def _installed_sora_models():
