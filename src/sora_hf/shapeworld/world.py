@@ -449,15 +449,24 @@ def _place(scene: Scene, rng) -> None:
 
 
 def _occluder_position(scene: Scene, rng) -> float:
-    """Put the pole where a horizontally moving object will pass behind it."""
+    """Put the pole where a horizontally moving object will pass behind it, and never where it
+    would hide an object that stays in place (a small square is narrower than the pole at 16:9)."""
     W = scene.width
+    half_pole = OCCLUDER_WIDTH_FRACTION * W / 2
+    lo, hi = W * 0.3, W * 0.7
     movers = [o for o in scene.objects if o.motions[0].kind in ("left", "right")]
     if movers:
         obj = movers[0]
         travel = obj.motions[0].speed * scene.speed_scale * (scene.num_frames - 1)
         end = obj.x + (travel if obj.motions[0].kind == "right" else -travel)
-        lo, hi = sorted((obj.x, end))
-        lo, hi = max(lo + scene.radius(obj), W * 0.2), min(hi - scene.radius(obj), W * 0.8)
-        if lo < hi:
-            return float(rng.uniform(lo, hi))
-    return float(rng.uniform(W * 0.3, W * 0.7))
+        a, b = sorted((obj.x, end))
+        a, b = max(a + scene.radius(obj), W * 0.2), min(b - scene.radius(obj), W * 0.8)
+        if a < b:
+            lo, hi = a, b
+    stayers = [o for o in scene.objects if o.motions[0].kind not in ("left", "right")]
+    x = float(rng.uniform(lo, hi))
+    for _ in range(20):
+        if all(abs(x - o.x) > half_pole + 0.5 * scene.radius(o) for o in stayers):
+            break
+        x = float(rng.uniform(W * 0.1, W * 0.9))
+    return x
