@@ -6,7 +6,8 @@ the model and the library folder and launches. Locally, prefer
     sora-hf app --model pipelines/sora-tiny --library outputs/library
 
 Environment:
-    SORA_HF_MODEL     pipeline folder (default: pipelines/sora-tiny beside this file)
+    SORA_HF_MODEL     pipeline folder or owner/name Hub repo id (default: pipelines/sora-tiny
+                      beside this file; `sora-hf push-space` sets it to the model repo)
     SORA_HF_LIBRARY   library folder (default: /data/library on a Space with persistent
                       storage, else outputs/library beside this file)
 On a Space (SPACE_ID is set) the app listens on 0.0.0.0:7860; elsewhere on 127.0.0.1 only.
@@ -19,13 +20,13 @@ from sora_hf.app import build_demo, launch, load_pipeline
 from sora_hf.library import Library
 
 ROOT = Path(__file__).resolve().parent
-MODEL = Path(os.environ.get("SORA_HF_MODEL", ROOT / "pipelines" / "sora-tiny"))
+MODEL = os.environ.get("SORA_HF_MODEL") or str(ROOT / "pipelines" / "sora-tiny")
 PERSISTENT = Path("/data")  # a Space's persistent storage, when it has some
 LIBRARY = Path(os.environ.get("SORA_HF_LIBRARY",
                               PERSISTENT / "library" if PERSISTENT.is_dir() else ROOT / "outputs" / "library"))
 ON_SPACE = "SPACE_ID" in os.environ
 
-demo = build_demo(load_pipeline(MODEL), Library(LIBRARY), model_name=MODEL.name)
+demo = build_demo(load_pipeline(MODEL), Library(LIBRARY), model_name=Path(MODEL).name)
 
 if __name__ == "__main__":
     launch(demo, host=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0" if ON_SPACE else "127.0.0.1"),

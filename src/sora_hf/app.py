@@ -580,25 +580,22 @@ def _caption(entry: Entry) -> str:
 # Loading and launching
 # ----------------------------------------------------------------------------
 
-def check_pipeline_folder(model: str | Path) -> Path:
-    """Fail fast, before anything is loaded or created, on a folder that cannot be the model."""
-    folder = Path(model)
-    if not (folder / "model_index.json").is_file():
-        raise ValueError(f"--model={str(model)!r} is not a pipeline folder (no model_index.json); "
-                         "pass a folder written by SoraPipeline.save_pretrained, e.g. pipelines/sora-tiny")
-    if not (folder / "transformer").is_dir():
-        raise ValueError(f"--model={str(model)!r} has no transformer/ yet: the model is not trained "
-                         "(train it with `sora-hf train-dit`, or pass another pipeline folder)")
-    return folder
+def resolve_model(model: str | Path) -> str:
+    """A pipeline folder (checked: weights, known classes) or an `owner/name` Hub repo id."""
+    from .hub import REPO_ID, check_pipeline_folder
+
+    if Path(model).is_dir() or not REPO_ID.match(str(model)):
+        check_pipeline_folder(Path(model))
+    return str(model)
 
 
 def load_pipeline(model: str | Path):
-    """A SoraPipeline from a pipeline folder, on the GPU when there is one."""
+    """A SoraPipeline from a pipeline folder or Hub repo id, on the GPU when there is one."""
     import torch
 
     from .pipeline_sora import SoraPipeline
 
-    pipe = SoraPipeline.from_pretrained(check_pipeline_folder(model))
+    pipe = SoraPipeline.from_pretrained(resolve_model(model))
     if torch.cuda.is_available():
         pipe.to("cuda")
     pipe.set_progress_bar_config(disable=True)
@@ -632,7 +629,7 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         raise ValueError(f"--port={args.port} must be from 0 to 65535")
-    check_pipeline_folder(args.model)  # fail on bad input before the slow model load
+    resolve_model(args.model)  # fail on bad input before the slow model load
     library = Library(args.library)
     pipe = load_pipeline(args.model)
     demo = build_demo(pipe, library, model_name=Path(args.model).name, max_queue=args.max_queue,

@@ -12,6 +12,7 @@ COMMAND_MODULES = [
     "sora_hf.shapeworld.cli",
     "sora_hf.training.train_dit",
     "sora_hf.app",
+    "sora_hf.hub",
 ]
 
 

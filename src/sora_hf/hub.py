@@ -23,6 +23,8 @@ RESULTS = ROOT / "bench" / "results"
 DEFAULT_MODEL = ROOT / "pipelines" / "sora-tiny"
 TEMPLATE = ROOT / "model_card.md"
 SPACE_DIR = ROOT / "space"
+DEFAULT_MODEL_REPO = "sora-hf/sora-tiny"  # the ids space/README.md names, replaced when staging
+DEFAULT_SPACE_REPO = "OWNER/sora-hf-studio"
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
 KNOWN_CLASSES = {
     "_class_name": {"SoraPipeline"},
@@ -49,7 +51,8 @@ def check_pipeline_folder(folder: Path) -> None:
     folder = Path(folder)
     index_path = folder / "model_index.json"
     if not index_path.is_file():
-        raise ValueError(f"--model={str(folder)!r} has no model_index.json: it is not a pipeline folder")
+        raise ValueError(f"--model={str(folder)!r} is not a pipeline folder (no model_index.json); pass a folder "
+                         "written by SoraPipeline.save_pretrained (e.g. pipelines/sora-tiny) or an owner/name repo id")
     try:
         index = json.loads(index_path.read_text())
     except json.JSONDecodeError as error:
@@ -63,7 +66,8 @@ def check_pipeline_folder(folder: Path) -> None:
             raise ValueError(f"{index_path}: {key}={entry!r} names an unknown class; allowed: {sorted(allowed)}")
     for sub, weights in WEIGHT_FILES.items():
         if not (folder / sub / weights).is_file():
-            raise ValueError(f"--model={str(folder)!r} lacks {sub}/{weights}: train or export the weights first")
+            raise ValueError(f"--model={str(folder)!r} lacks {sub}/{weights}: the model is not trained yet "
+                             "(train and export it with `sora-hf train-vae` / `sora-hf train-dit`)")
 
 
 def resolve_token(dry_run: bool) -> Optional[str]:
@@ -130,7 +134,8 @@ def stage_model_repo(model_dir: Path, repo_id: str, out_dir: Path) -> Path:
 
 
 def upload(folder: Path, repo_id: str, repo_type: str, private: bool, revision: Optional[str], dry_run: bool,
-           token: Optional[str], space_sdk: Optional[str] = None) -> list[tuple[str, int]]:
+           token: Optional[str], space_sdk: Optional[str] = None,
+           space_variables: Optional[list[dict]] = None) -> list[tuple[str, int]]:
     files = sorted((str(p.relative_to(folder)), p.stat().st_size) for p in Path(folder).rglob("*") if p.is_file())
     if dry_run:
         total = sum(size for _, size in files)
@@ -141,7 +146,8 @@ def upload(folder: Path, repo_id: str, repo_type: str, private: bool, revision: 
     from huggingface_hub import HfApi
 
     api = HfApi(token=token)
-    api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True, space_sdk=space_sdk)
+    api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True, space_sdk=space_sdk,
+                    space_variables=space_variables)
     if revision:
         api.create_branch(repo_id, repo_type=repo_type, branch=revision, exist_ok=True)
     info = api.upload_folder(repo_id=repo_id, repo_type=repo_type, folder_path=str(folder), revision=revision,
@@ -150,16 +156,22 @@ def upload(folder: Path, repo_id: str, repo_type: str, private: bool, revision: 
     return files
 
 
-def stage_space(out_dir: Path, model_repo_id: str) -> Path:
-    """app.py, the package it imports, requirements.txt and the README with Space front matter."""
+def stage_space(out_dir: Path, space_repo_id: str, model_repo_id: str) -> Path:
+    """app.py, the package it imports, requirements.txt (from pyproject.toml) and the README
+    with the Space front matter pointing at the model repo."""
+    import tomllib
+
     out_dir = Path(out_dir)
-    if not (SPACE_DIR / "README.md").is_file():
-        raise ValueError(f"{SPACE_DIR / 'README.md'} (the Space README template) is missing")
+    template = SPACE_DIR / "README.md"
+    if not template.is_file():
+        raise ValueError(f"{template} (the Space README template) is missing")
     shutil.copyfile(ROOT / "app.py", out_dir / "app.py")
     shutil.copytree(ROOT / "src" / "sora_hf", out_dir / "sora_hf", ignore=shutil.ignore_patterns("__pycache__"))
-    readme = (SPACE_DIR / "README.md").read_text().replace("{{ model_repo_id }}", model_repo_id)
+    readme = template.read_text().replace(DEFAULT_MODEL_REPO, model_repo_id).replace(DEFAULT_SPACE_REPO,
+                                                                                    space_repo_id)
     (out_dir / "README.md").write_text(readme)
-    shutil.copyfile(SPACE_DIR / "requirements.txt", out_dir / "requirements.txt")
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    (out_dir / "requirements.txt").write_text("\n".join(dependencies) + "\n")
     return out_dir
 
 
@@ -217,6 +229,7 @@ def _push_space(args) -> int:
     check_repo_id(args.model_repo_id)
     token = resolve_token(args.dry_run)
     with tempfile.TemporaryDirectory(prefix="sora-hf-space-") as tmp:
-        upload(stage_space(Path(tmp), args.model_repo_id), args.repo_id, "space", args.private, args.revision,
-               args.dry_run, token, space_sdk="gradio")
+        upload(stage_space(Path(tmp), args.repo_id, args.model_repo_id), args.repo_id, "space", args.private,
+               args.revision, args.dry_run, token, space_sdk="gradio",
+               space_variables=[{"key": "SORA_HF_MODEL", "value": args.model_repo_id}])
     return 0

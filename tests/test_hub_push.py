@@ -1,0 +1,117 @@
+"""`sora-hf push` / `push-space` / `card`: huggingface_hub's real upload code against a loopback Hub."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sora_hf.hub import check_pipeline_folder, check_repo_id, render_card
+
+sys.path.insert(0, str(Path(__file__).parent / "helpers"))
+from fake_hub import FakeHub  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, tiny_pipe):
+    folder = tmp_path_factory.mktemp("model")
+    tiny_pipe.save_pretrained(folder, copy_code=False, include_text_encoder=False)  # as pipelines/ holds it
+    return folder
+
+
+def sora_hf(*args, endpoint=None, token="hf_fake_token", home=None):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env.update(HF_HUB_OFFLINE="0" if endpoint else "1", HF_HOME=str(home), HF_HUB_DISABLE_TELEMETRY="1")
+    if endpoint:
+        env["HF_ENDPOINT"] = endpoint
+    if token:
+        env["HF_TOKEN"] = token
+    return subprocess.run([sys.executable, "-m", "sora_hf.cli", *args], capture_output=True, text=True, env=env,
+                          cwd=ROOT, timeout=300)
+
+
+def test_push_commits_the_hub_layout_and_card(model_dir, tmp_path):
+    with FakeHub() as hub:
+        result = sora_hf("push", "--repo-id", "sora-org/sora-tiny", "--model", str(model_dir), "--private",
+                         endpoint=hub.url, home=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert hub.repos["model:sora-org/sora-tiny"]["private"] is True
+    (commit,) = hub.commits
+    files = commit["files"]
+    for path in ("model_index.json", "pipeline_sora.py", "transformer/transformer_sora.py",
+                 "vae/autoencoder_kl_sora.py", "transformer/diffusion_pytorch_model.safetensors",
+                 "text_encoder/model.safetensors", "tokenizer/tokenizer_config.json", "README.md"):
+        assert path in files, path
+    index = json.loads(files["model_index.json"])
+    assert index["_class_name"] == ["pipeline_sora", "SoraPipeline"]
+    card = files["README.md"].decode()
+    assert card.startswith("---") and "library_name: diffusers" in card and "pipeline_tag: text-to-video" in card
+    assert 'trust_remote_code=True' in card and "sora-org/sora-tiny" in card
+
+
+def test_push_space_uploads_app_and_front_matter(tmp_path):
+    with FakeHub() as hub:
+        result = sora_hf("push-space", "--repo-id", "sora-org/studio", "--model-repo-id", "sora-org/sora-tiny",
+                         endpoint=hub.url, home=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert hub.repos["space:sora-org/studio"]["sdk"] == "gradio"
+    assert {"key": "SORA_HF_MODEL", "value": "sora-org/sora-tiny"} in hub.repos["space:sora-org/studio"]["variables"]
+    files = hub.commits[0]["files"]
+    assert "app.py" in files and "requirements.txt" in files and "sora_hf/pipeline_sora.py" in files
+    readme = files["README.md"].decode()
+    assert "sdk: gradio" in readme and "app_file: app.py" in readme and "sora-org/sora-tiny" in readme
+
+
+def test_dry_run_lists_files_and_sizes_without_network(model_dir, tmp_path):
+    result = sora_hf("push", "--repo-id", "sora-org/sora-tiny", "--model", str(model_dir), "--dry-run",
+                     token=None, home=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "model_index.json" in result.stdout and "transformer/diffusion_pytorch_model.safetensors" in result.stdout
+    assert "dry run: nothing uploaded" in result.stdout
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["push", "--repo-id", "no-slash"], "--repo-id='no-slash' must be 'owner/name'"),
+    (["push", "--repo-id", "a/b/c"], "must be 'owner/name'"),
+    (["push", "--repo-id", "org/name", "--model", "/nonexistent"], "is not a pipeline folder"),
+    (["push", "--repo-id", "org/name"], "no Hugging Face token"),
+])
+def test_bad_input_fails_before_any_network_call(model_dir, tmp_path, args, needle):
+    if args[-1] == "org/name":
+        args = args + ["--model", str(model_dir)]
+    with FakeHub() as hub:
+        result = sora_hf(*args, endpoint=hub.url, token=None, home=tmp_path)
+    assert result.returncode == 2 and needle in result.stderr, result.stderr[-2000:]
+    assert hub.requests == []
+
+
+def test_folder_checks(model_dir, tmp_path):
+    check_pipeline_folder(model_dir)
+    index = json.loads((model_dir / "model_index.json").read_text())
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "model_index.json").write_text(json.dumps({**index, "transformer": ["x", "EvilModel"]}))
+    with pytest.raises(ValueError, match="unknown class"):
+        check_pipeline_folder(broken)
+    (broken / "model_index.json").write_text(json.dumps(index))
+    with pytest.raises(ValueError, match="lacks transformer/diffusion_pytorch_model.safetensors: the model is not trained"):
+        check_pipeline_folder(broken)
+    with pytest.raises(ValueError):
+        check_repo_id("")
+
+
+def test_card_numbers_come_from_result_files(tmp_path):
+    results = {"adherence": {"num_scenes": 300, "by_caption": {"short": {"colour": 0.931, "shape": 0.84, "motion": 0.8}},
+                             "held_out": None},
+               "vae": {"num_clips": 200, "psnr": 37.25, "ssim": 0.9812, "by_style": {"none": {"psnr": 38.5, "ssim": 0.99}}},
+               "speed": None, "provenance": {"Video VAE": {"command": "sora-hf train-vae", "steps": 10,
+                                                          "wall_time_s": 7200, "machine": "x86_64, 2 CPU cores",
+                                                          "git_commit": "0123456789abcdef"}}}
+    card = render_card("org/model", results)
+    assert "93.1%" in card and "37.25 dB" in card and "2.0 h" in card and "sora-hf train-vae" in card
+    empty = render_card("org/model", {"adherence": None, "vae": None, "speed": None, "provenance": {}})
+    assert "not measured yet" in empty
