@@ -10,6 +10,7 @@ import sys
 # modules that contribute subcommands, in the order `sora-hf --help` lists them
 COMMAND_MODULES = [
     "sora_hf.shapeworld.cli",
+    "sora_hf.generate",
     "sora_hf.training.train_dit",
     "sora_hf.app",
     "sora_hf.hub",
