@@ -1,0 +1,404 @@
+"""`sora-hf train-vae`: train AutoencoderKLSora on ShapeWorld with accelerate.
+
+- Data: the ShapeWorld train stream across every frame size (both tiers, all
+  aspect ratios), duration (images included) and style. Each clip is cropped
+  to at most `max_crop_frames` x `max_crop_size` x `max_crop_size` (a random
+  window: any frame can be a first frame; spatial offsets on the 8 px latent
+  grid), and clips of equal shape are batched together, about
+  `pixels_per_step` pixels a batch: a step costs about the same whatever the
+  bucket, and the convolutional, causal VAE needs no whole clips to learn.
+- Loss: L1 reconstruction + `l2_weight` MSE + `grad_weight` L1 of the spatial
+  gradients (sharp anti-aliased edges) + `kl_weight` KL to N(0, 1) (per
+  element; it only keeps the posterior from drifting). No LPIPS: nothing
+  pretrained is available offline, and ShapeWorld is flat colours.
+- Schedule: AdamW, linear warm-up then cosine decay. `time_budget_h` makes the
+  run stop, and the cosine end, at a wall-clock budget (progress = the larger
+  of step/steps and time/budget), so a run fits its budget on a busy machine.
+- EMA weights are what ships. At the end the per-channel latent mean/std of a
+  sample of training clips go into the config (`latents_mean`, `latents_std`),
+  and the model is saved with `save_pretrained` plus `provenance.json`.
+- Resumable: `accelerator.save_state` checkpoints (model, optimiser, EMA, RNGs)
+  every `save_every` steps; `--resume` continues from the newest one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .common import RunLog, latest_checkpoint, load_checkpoint, provenance, save_checkpoint, write_json
+from .train_dit import add_dataclass_arguments, config_from_args
+
+STYLES = ("none", "stop-motion", "neon", "pixel", "sketch")
+
+
+@dataclass
+class VAETrainingConfig:
+    # --- model
+    preset: str = "sora-tiny"  # autoencoder_kl_sora.PRESETS
+    model_overrides: str = ""  # JSON of config overrides, e.g. '{"latent_channels": 8}'
+    # --- data: ShapeWorld, all sizes (tier 1 and 2, every aspect ratio), durations and styles
+    tier2_fraction: float = 0.3  # share of clips at the 128 px tier
+    durations: tuple = (1, 17, 33, 65)  # frames; 1 is an image
+    duration_weights: tuple = (0.15, 0.4, 0.3, 0.15)
+    style_weights: tuple = (0.4, 0.15, 0.15, 0.15, 0.15)  # none, stop-motion, neon, pixel, sketch
+    max_crop_frames: int = 17  # 1 + 4k
+    max_crop_size: int = 64  # pixels, a multiple of 8
+    pixels_per_step: int = 2 * 17 * 64 * 64  # frames x height x width per batch
+    max_batch: int = 16
+    # --- optimisation
+    steps: int = 6000
+    time_budget_h: float = 0.0  # > 0: stop (and end the cosine) at this wall-clock budget
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.05
+    warmup_steps: int = 100
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    # --- loss
+    l2_weight: float = 0.0
+    grad_weight: float = 0.0
+    kl_weight: float = 1e-6
+    # --- bookkeeping
+    seed: int = 0
+    num_threads: int = 0  # torch threads; 0 keeps torch's default
+    log_every: int = 10
+    eval_every: int = 250
+    save_every: int = 250
+    stats_clips: int = 48  # training clips whose latents set latents_mean / latents_std
+
+
+# ----------------------------------------------------------------------------
+# Data: crop, bucket by shape, batch
+# ----------------------------------------------------------------------------
+
+def sampling_for(cfg: VAETrainingConfig):
+    from ..data import ShapeWorldSampling
+    from ..shapeworld import ASPECT_RATIOS
+
+    base = list(ASPECT_RATIOS.values())
+    sizes = base + [(2 * h, 2 * w) for h, w in base]
+    t2 = cfg.tier2_fraction
+    weights = [(1 - t2) / len(base)] * len(base) + [t2 / len(base)] * len(base)
+    return ShapeWorldSampling(sizes=sizes, size_weights=weights, durations=cfg.durations,
+                              duration_weights=cfg.duration_weights, style_weights=cfg.style_weights)
+
+
+def random_crop(video: torch.Tensor, max_frames: int, max_size: int, rng: np.random.Generator) -> torch.Tensor:
+    """(3, F, H, W) -> (3, F', H', W'): a random window of <= max_frames frames, spatial offsets on the 8 px grid."""
+    _, n, h, w = video.shape
+    f = min(n, max_frames)
+    t0 = int(rng.integers(0, n - f + 1))
+    ch, cw = min(h, max_size), min(w, max_size)
+    y0 = 8 * int(rng.integers(0, (h - ch) // 8 + 1))
+    x0 = 8 * int(rng.integers(0, (w - cw) // 8 + 1))
+    return video[:, t0:t0 + f, y0:y0 + ch, x0:x0 + cw]
+
+
+def shape_batches(items: Iterator[dict], cfg: VAETrainingConfig, rng: np.random.Generator) -> Iterator[torch.Tensor]:
+    """Crop each item and yield (B, 3, F, H, W) batches of one shape, ~pixels_per_step pixels each."""
+    buckets: dict[tuple, list[torch.Tensor]] = {}
+    for item in items:
+        video = random_crop(item["video"], cfg.max_crop_frames, cfg.max_crop_size, rng)
+        shape = tuple(video.shape)
+        bucket = buckets.setdefault(shape, [])
+        bucket.append(video)
+        size = max(1, min(cfg.max_batch, cfg.pixels_per_step // math.prod(shape[1:])))
+        if len(bucket) >= size:
+            yield torch.stack(bucket)  # (B, 3, F, H, W)
+            bucket.clear()
+
+
+def eval_clips(n_per_style: int = 2, seed_offset: int = 0) -> list[tuple[str, torch.Tensor]]:
+    """A fixed eval-split set: per style, n 17-frame 64x64 clips and one 64x64 image; (label, (1, 3, F, H, W))."""
+    from ..data import frames_to_video
+    from ..shapeworld import EVAL_SEED_START, render_clip
+
+    out, seed = [], EVAL_SEED_START + 1_000_000 + seed_offset
+    for style in STYLES:
+        for _ in range(n_per_style):
+            out.append((style, frames_to_video(render_clip(seed, "eval", num_frames=17, style=style).frames)[None]))
+            seed += 1
+        out.append(("image", frames_to_video(render_clip(seed, "eval", num_frames=1, style=style).frames)[None]))
+        seed += 1
+    return out
+
+
+# ----------------------------------------------------------------------------
+# Metrics (shared with bench/vae_reconstruction.py)
+# ----------------------------------------------------------------------------
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] float -> what a video file holds: rounded 0..255 (as float)."""
+    return ((x.clamp(-1, 1) + 1) * 127.5).round()
+
+
+def psnr(x: torch.Tensor, y: torch.Tensor) -> float:
+    """PSNR (dB) of two clips in [-1, 1], measured on their uint8 versions (peak 255)."""
+    mse = (to_uint8(x) - to_uint8(y)).square().mean().item()
+    return 100.0 if mse == 0 else 10 * math.log10(255.0**2 / mse)
+
+
+def ssim(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Mean SSIM (Gaussian window 11, sigma 1.5, per channel and frame) of two (B, 3, F, H, W) clips in [-1, 1]."""
+    a, b = to_uint8(x), to_uint8(y)
+    B, C, Fr, H, W = a.shape
+    a = a.transpose(1, 2).reshape(B * Fr * C, 1, H, W)  # (B*F*3, 1, H, W)
+    b = b.transpose(1, 2).reshape(B * Fr * C, 1, H, W)
+    g = torch.exp(-(torch.arange(11, dtype=torch.float32) - 5) ** 2 / (2 * 1.5**2))
+    g = g / g.sum()
+    blur = lambda t: F.conv2d(F.conv2d(t, g.view(1, 1, 1, 11)), g.view(1, 1, 11, 1))  # noqa: E731 valid window
+    mu_a, mu_b = blur(a), blur(b)
+    var_a, var_b, cov = blur(a * a) - mu_a**2, blur(b * b) - mu_b**2, blur(a * b) - mu_a * mu_b
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+    return s.mean().item()
+
+
+@torch.no_grad()
+def evaluate(vae, clips: list[tuple[str, torch.Tensor]]) -> dict:
+    """Mean PSNR / SSIM per label (style or 'image') and over all clips, with the posterior mode."""
+    per: dict[str, list[tuple[float, float]]] = {}
+    for label, x in clips:
+        x_hat = vae.decode(vae.encode(x).latent_dist.mode()).sample
+        per.setdefault(label, []).append((psnr(x_hat, x), ssim(x_hat, x)))
+    out = {f"psnr_{k}": float(np.mean([p for p, _ in v])) for k, v in per.items()}
+    out.update({f"ssim_{k}": float(np.mean([s for _, s in v])) for k, v in per.items()})
+    every = [m for v in per.values() for m in v]
+    out["psnr"], out["ssim"] = float(np.mean([p for p, _ in every])), float(np.mean([s for _, s in every]))
+    return {k: round(v, 4) for k, v in out.items()}
+
+
+# ----------------------------------------------------------------------------
+# Loss
+# ----------------------------------------------------------------------------
+
+class TrainStep(torch.nn.Module):
+    """encode -> sample -> decode in one forward, so accelerate/DDP sees a single module call."""
+
+    def __init__(self, vae):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, x: torch.Tensor):
+        posterior = self.vae.encode(x).latent_dist
+        return self.vae.decode(posterior.sample()).sample, posterior.mean, posterior.logvar
+
+
+def vae_loss(x_hat, x, mean, logvar, cfg: VAETrainingConfig) -> tuple[torch.Tensor, dict]:
+    err = x_hat - x  # (B, 3, F, H, W)
+    l1 = err.abs().mean()
+    loss = l1
+    parts = {"l1": l1.item()}
+    if cfg.l2_weight:
+        l2 = err.square().mean()
+        loss = loss + cfg.l2_weight * l2
+        parts["l2"] = l2.item()
+    if cfg.grad_weight:
+        gy = (err[..., 1:, :] - err[..., :-1, :]).abs().mean()  # error in vertical gradients
+        gx = (err[..., 1:] - err[..., :-1]).abs().mean()
+        loss = loss + cfg.grad_weight * (gx + gy)
+        parts["grad"] = (gx + gy).item()
+    kl = 0.5 * (mean.square() + logvar.exp() - 1 - logvar).mean()
+    loss = loss + cfg.kl_weight * kl
+    parts["kl"] = kl.item()
+    return loss, parts
+
+
+def lr_factor(progress: float, step: int, cfg: VAETrainingConfig) -> float:
+    warm = min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+    cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return warm * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
+
+
+@torch.no_grad()
+def latent_statistics(vae, batches: Iterator[torch.Tensor], n_clips: int) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of the posterior mode over n_clips training clips."""
+    total, total_sq, count, seen = 0.0, 0.0, 0, 0
+    while seen < n_clips:
+        x = next(batches)
+        z = vae.encode(x).latent_dist.mode().double()  # (B, C, F', h, w)
+        total = total + z.sum(dim=(0, 2, 3, 4))
+        total_sq = total_sq + z.square().sum(dim=(0, 2, 3, 4))
+        count += z.numel() // z.shape[1]
+        seen += x.shape[0]
+    mean = total / count
+    std = (total_sq / count - mean.square()).clamp(min=1e-12).sqrt()
+    return [round(v, 5) for v in mean.tolist()], [round(v, 5) for v in std.tolist()]
+
+
+# ----------------------------------------------------------------------------
+# The run
+# ----------------------------------------------------------------------------
+
+def build_vae(cfg: VAETrainingConfig):
+    from ..models.autoencoder_kl_sora import AutoencoderKLSora
+
+    overrides = json.loads(cfg.model_overrides) if cfg.model_overrides else {}
+    if not isinstance(overrides, dict):
+        raise ValueError(f"model_overrides={cfg.model_overrides!r} must be a JSON object of config values")
+    return AutoencoderKLSora.from_preset(cfg.preset, **overrides)
+
+
+def train(cfg: VAETrainingConfig, out_dir: str, resume: Optional[str] = None, export: Optional[str] = None) -> dict:
+    from accelerate import Accelerator
+    from diffusers.training_utils import EMAModel
+    from tqdm.auto import tqdm
+
+    from ..data import ShapeWorldDataset, collate_videos
+    from ..models.autoencoder_kl_sora import AutoencoderKLSora
+
+    for name in ("max_crop_frames",):
+        if (getattr(cfg, name) - 1) % 4 or getattr(cfg, name) < 1:
+            raise ValueError(f"{name}={getattr(cfg, name)} must be 1 + 4k (1, 5, 9, 13, 17, ...)")
+    if cfg.max_crop_size % 8 or cfg.max_crop_size < 8:
+        raise ValueError(f"max_crop_size={cfg.max_crop_size} must be a positive multiple of 8")
+    if cfg.num_threads > 0:
+        torch.set_num_threads(cfg.num_threads)
+    out = Path(out_dir)
+    checkpoint = None
+    if resume is not None:
+        checkpoint = latest_checkpoint(out) if resume == "latest" else Path(resume)
+        if checkpoint is None or not (checkpoint / "state.json").exists():
+            raise ValueError(f"--resume={resume!r}: no finished checkpoint found"
+                             f"{' in ' + str(out) if resume == 'latest' else ''}")
+    elif latest_checkpoint(out) is not None:
+        raise ValueError(f"--out={str(out)!r} already holds checkpoints; pass --resume to continue that run "
+                         f"or choose a new --out")
+    out.mkdir(parents=True, exist_ok=True)
+
+    accelerator = Accelerator()
+    torch.manual_seed(cfg.seed)
+    vae = build_vae(cfg)
+    step_module = TrainStep(vae)
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+    ema = EMAModel(vae.parameters(), decay=cfg.ema_decay, use_ema_warmup=True, model_cls=AutoencoderKLSora,
+                   model_config=vae.config)
+    step_module, optimizer = accelerator.prepare(step_module, optimizer)
+    accelerator.register_for_checkpointing(ema)
+
+    log = RunLog(out)
+    step, wall_before = 0, 0.0
+    if checkpoint is not None:
+        state = load_checkpoint(accelerator, checkpoint)
+        step, wall_before = state["step"], state.get("wall_time_s", 0.0)
+        log.truncate_after(step)
+        accelerator.print(f"resumed from {checkpoint} at step {step}")
+    write_json(out / "config.json", {"training": dataclasses.asdict(cfg), "model": dict(vae.config)})
+
+    dataset = ShapeWorldDataset(sampling_for(cfg), seed=cfg.seed, rank=accelerator.process_index,
+                                world_size=accelerator.num_processes)
+    dataset.set_epoch(step)  # a resumed run draws fresh clips instead of replaying the first ones
+    loader = torch.utils.data.DataLoader(dataset, batch_size=1, collate_fn=collate_videos, num_workers=1,
+                                         prefetch_factor=4)
+    rng = np.random.default_rng([cfg.seed, step, accelerator.process_index])
+    batches = shape_batches((items[0] for items in loader), cfg, rng)
+    clips = eval_clips()
+
+    def progress_of(step_: int, wall_: float) -> float:
+        by_time = wall_ / (3600 * cfg.time_budget_h) if cfg.time_budget_h > 0 else 0.0
+        return max(step_ / cfg.steps, by_time)
+
+    def run_eval() -> dict:
+        unwrapped = accelerator.unwrap_model(step_module).vae
+        ema.store(unwrapped.parameters())
+        ema.copy_to(unwrapped.parameters())
+        unwrapped.eval()
+        metrics = evaluate(unwrapped, clips)
+        unwrapped.train()
+        ema.restore(unwrapped.parameters())
+        return metrics
+
+    start = time.time()
+    wall = wall_before
+    bar = tqdm(total=cfg.steps, initial=step, desc="train-vae", unit="step", disable=not accelerator.is_main_process)
+    step_module.train()
+    while progress_of(step, wall) < 1.0:
+        x = next(batches).to(accelerator.device)
+        for group in optimizer.param_groups:
+            group["lr"] = cfg.lr * lr_factor(progress_of(step, wall), step, cfg)
+        x_hat, mean, logvar = step_module(x)
+        loss, parts = vae_loss(x_hat, x, mean, logvar, cfg)
+        accelerator.backward(loss)
+        grad_norm = accelerator.clip_grad_norm_(step_module.parameters(), cfg.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        ema.step(accelerator.unwrap_model(step_module).vae.parameters())
+        step += 1
+        wall = wall_before + time.time() - start
+        bar.update()
+        bar.set_postfix(loss=f"{loss.item():.4f}", shape="x".join(map(str, x.shape[:1] + x.shape[2:])))
+        if step % cfg.log_every == 0:
+            log.write(step, loss=loss.item(), **parts, grad_norm=float(grad_norm), lr=optimizer.param_groups[0]["lr"],
+                      batch="x".join(map(str, x.shape[:1] + x.shape[2:])), wall_time_s=round(wall, 1))
+        if step % cfg.eval_every == 0:
+            metrics = run_eval()
+            log.write(step, **{f"eval_{k}": v for k, v in metrics.items()}, wall_time_s=round(wall, 1))
+            bar.write(f"step {step}: eval PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f} (EMA weights)")
+        if step % cfg.save_every == 0:
+            save_checkpoint(accelerator, out, step, wall_time_s=wall)
+            if accelerator.is_main_process:
+                log.plot(out / "loss.png", keys=("loss", "l1"), title=f"train-vae {cfg.preset}")
+    bar.close()
+    if step % cfg.save_every:
+        save_checkpoint(accelerator, out, step, wall_time_s=wall)
+
+    metrics = run_eval()
+    log.write(step, **{f"eval_{k}": v for k, v in metrics.items()}, wall_time_s=round(wall, 1))
+    result = {"steps": step, "wall_time_s": round(wall, 1), "eval": metrics}
+    if accelerator.is_main_process:
+        final = accelerator.unwrap_model(step_module).vae
+        ema.copy_to(final.parameters())  # ship the EMA weights
+        final.eval()
+        mean, std = latent_statistics(final, batches, cfg.stats_clips)
+        final.register_to_config(latents_mean=mean, latents_std=std)
+        log.plot(out / "loss.png", keys=("loss", "l1"), title=f"train-vae {cfg.preset}")
+        for target in [out / "vae"] + ([Path(export)] if export else []):
+            final.save_pretrained(target)
+            write_json(target / "provenance.json", provenance(
+                steps=step, wall_time_s=round(wall, 1), metrics={"eval_fixed_set": metrics},
+                latents={"mean": mean, "std": std}, training=dataclasses.asdict(cfg), run_dir=str(out),
+                data="ShapeWorld v1, train split (all tiers, aspect ratios, durations, styles)"))
+        result["saved"] = [str(out / "vae")] + ([export] if export else [])
+    return result
+
+
+# ----------------------------------------------------------------------------
+# CLI
+# ----------------------------------------------------------------------------
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("train-vae", help="train the causal 3-D VAE on ShapeWorld (accelerate)",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="runs/vae", help="run folder: checkpoints, log.jsonl, loss.png, vae/")
+    p.add_argument("--export", default=None,
+                   help="also write the EMA model + provenance.json here (e.g. pipelines/sora-tiny/vae)")
+    p.add_argument("--resume", nargs="?", const="latest", default=None,
+                   help="continue from the newest checkpoint in --out (or from the checkpoint folder given)")
+    add_dataclass_arguments(p, VAETrainingConfig)
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    cfg = config_from_args(VAETrainingConfig, args)
+    result = train(cfg, args.out, resume=args.resume, export=args.export)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":  # python -m sora_hf.training.train_vae ...
+    parser = argparse.ArgumentParser(prog="train-vae")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    ns = parser.parse_args(["train-vae", *sys.argv[1:]])
+    sys.exit(ns.func(ns))
