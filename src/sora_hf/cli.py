@@ -11,6 +11,7 @@ import sys
 COMMAND_MODULES = [
     "sora_hf.shapeworld.cli",
     "sora_hf.generate",
+    "sora_hf.training.train_vae",
     "sora_hf.training.train_dit",
     "sora_hf.app",
     "sora_hf.hub",
