@@ -252,3 +252,22 @@ def test_styles_degrade_gracefully(style):
     o = dominant_object(analyze(render(s).frames))
     assert o is not None and o.colour == "blue" and o.motion == "right"
     assert math.isfinite(o.radius)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_never_crashes_on_what_an_untrained_generator_draws(seed):
+    """Generated clips can be anything: noise, specks that vanish, colour soup. The analyzer
+    must describe them (possibly as nothing), never raise."""
+    from sora_hf.eval import analyze
+
+    rng = np.random.default_rng(seed)
+    F, H, W = (1, 17, 9)[seed % 3], 64, (64, 112)[seed % 2]
+    noise = rng.random((F, H, W, 3)).astype(np.float32)
+    blocky = np.kron(rng.random((F, H // 8, W // 8, 3)), np.ones((1, 8, 8, 1))).astype(np.float32)
+    specks = np.full((F, H, W, 3), 0.1, np.float32)
+    for f in range(0, F, 2):
+        y, x = rng.integers(0, H - 3), rng.integers(0, W - 3)
+        specks[f, y:y + 2, x:x + 2] = np.array([230, 50, 50]) / 255
+    for frames in (noise, blocky, specks):
+        analysis = analyze(frames)
+        assert analysis.height == H and all(o.colour for o in analysis.objects)

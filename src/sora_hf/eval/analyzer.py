@@ -700,6 +700,8 @@ def _visible_pixels(scan: _Scan, k: int, f: int, support: np.ndarray, others: np
     visible background around it is enough to punish a template that spills."""
     T, H, W = support.shape
     rows, cols = np.nonzero(support[f])
+    if rows.size == 0:  # generated clips can have frames where the object's colour vanishes
+        return np.zeros(0), np.zeros(0), np.zeros(0)
     box = (max(rows.min() - pad, 0), min(rows.max() + pad + 1, H), max(cols.min() - pad, 0),
            min(cols.max() + pad + 1, W))
     y0, y1, x0, x1 = box
@@ -1049,6 +1051,7 @@ def analyze(frames: np.ndarray, frame_range: Optional[tuple[int, int]] = None) -
     for m in masks.values():
         everything |= m
     objects = [_describe(scan, k, support, everything & ~support, start) for k, support in masks.items()]
+    objects = [o for o in objects if o.track.visible.any()]  # a colour speck in a noisy generated clip is not an object
     objects = _link_colour_changes(objects, scan.scale)
     if end - start > 1:
         pole_xw = None if pole is None else (analysis.occluder_x, analysis.occluder_width)
