@@ -131,7 +131,7 @@ def test_temporal_chunks_equal_full_pass(vae, tiled):
     x = video(frames=21, height=16, width=16)
     z_full = encode(vae, x)
     y_full = decode(vae, z_full)
-    tiled.tile_latent_frames = 1  # chunks of 4 frames / 1 latent frame, carrying the causal cache
+    tiled.enable_tiling(tile_latent_frames=1)  # chunks of 4 frames / 1 latent frame, carrying the causal cache
     torch.testing.assert_close(encode(tiled, x), z_full, rtol=0, atol=1e-5)
     torch.testing.assert_close(decode(tiled, z_full), y_full, rtol=0, atol=1e-5)
 
@@ -189,6 +189,16 @@ def test_bad_latents(vae):
         vae.decode(torch.zeros(1, 3, 2, 2, 2))
     with pytest.raises(ValueError, match=r"NaN"):
         vae.decode(torch.full((1, 4, 2, 2, 2), float("inf")))
+
+
+def test_bad_tiling_arguments(vae):
+    with pytest.raises(ValueError, match=r"tile_sample_min_size=100 must be a positive multiple of 8"):
+        vae.enable_tiling(tile_sample_min_size=100)
+    with pytest.raises(ValueError, match=r"tile_sample_stride=160 must be <= tile_sample_min_size=128"):
+        vae.enable_tiling(tile_sample_stride=160)
+    with pytest.raises(ValueError, match=r"tile_latent_frames=0"):
+        vae.enable_tiling(tile_latent_frames=0)
+    assert not vae.use_tiling
 
 
 def test_bad_config():

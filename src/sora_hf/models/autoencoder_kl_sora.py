@@ -59,10 +59,12 @@ from diffusers.models.modeling_utils import ModelMixin
 # ----------------------------------------------------------------------------
 
 PRESETS: dict[str, dict] = {
-    # unit tests: ~40k parameters, milliseconds per call
-    "tiny-test": dict(block_out_channels=(8, 16, 16), latent_channels=4, layers_per_block=1),
+    # unit tests: the shipped layout at 0.1M parameters, milliseconds per call
+    "tiny-test": dict(block_out_channels=(8, 16), latent_channels=4, layers_per_block=1, patch_size=2,
+                      temporal_downsample=(True, True)),
     # the shipped model (pipelines/sora-tiny/vae)
-    "sora-tiny": dict(block_out_channels=(32, 64, 128), latent_channels=16, layers_per_block=1),
+    "sora-tiny": dict(block_out_channels=(64, 128), latent_channels=16, layers_per_block=1, patch_size=2,
+                      temporal_downsample=(True, True)),
 }
 
 
@@ -306,10 +308,10 @@ class AutoencoderKLSora(ModelMixin, AutoencoderMixin, ConfigMixin):
         in_channels: int = 3,
         out_channels: int = 3,
         latent_channels: int = 16,
-        block_out_channels: Sequence[int] = (32, 64, 128),
+        block_out_channels: Sequence[int] = (64, 128),
         layers_per_block: int = 1,
-        patch_size: int = 1,
-        temporal_downsample: Sequence[bool] = (False, True, True),
+        patch_size: int = 2,
+        temporal_downsample: Sequence[bool] = (True, True),
         latents_mean: Optional[Sequence[float]] = None,
         latents_std: Optional[Sequence[float]] = None,
     ):
@@ -412,6 +414,28 @@ class AutoencoderKLSora(ModelMixin, AutoencoderMixin, ConfigMixin):
     # ------------------------------------------------------------------------
     # Memory savers: temporal chunks with a causal cache, spatial tiles, batch slices
     # ------------------------------------------------------------------------
+
+    def enable_tiling(self, tile_sample_min_size: Optional[int] = None, tile_sample_stride: Optional[int] = None,
+                      tile_latent_frames: Optional[int] = None) -> None:
+        """Encode/decode in overlapping spatial tiles and temporal chunks (same results in time, close in space).
+
+        tile_sample_min_size: tile side in pixels (inputs no larger are not split); tile_sample_stride: step
+        between tiles (overlap = size - stride, blended); tile_latent_frames: latent frames per temporal chunk.
+        """
+        sc = self.spatial_compression_ratio
+        size = self.tile_sample_min_size if tile_sample_min_size is None else tile_sample_min_size
+        stride = self.tile_sample_stride if tile_sample_stride is None else tile_sample_stride
+        frames = self.tile_latent_frames if tile_latent_frames is None else tile_latent_frames
+        for name, value in (("tile_sample_min_size", size), ("tile_sample_stride", stride)):
+            if not isinstance(value, int) or value < sc or value % sc:
+                raise ValueError(f"{name}={value!r} must be a positive multiple of {sc} (the spatial compression)")
+        if stride > size:
+            raise ValueError(f"tile_sample_stride={stride} must be <= tile_sample_min_size={size} (tiles must overlap "
+                             f"or touch)")
+        if not isinstance(frames, int) or frames < 1:
+            raise ValueError(f"tile_latent_frames={frames!r} must be a positive integer")
+        self.tile_sample_min_size, self.tile_sample_stride, self.tile_latent_frames = size, stride, frames
+        self.use_tiling = True
 
     @contextmanager
     def _streaming(self):

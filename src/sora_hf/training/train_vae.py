@@ -2,11 +2,14 @@
 
 - Data: the ShapeWorld train stream across every frame size (both tiers, all
   aspect ratios), duration (images included) and style. Each clip is cropped
-  to at most `max_crop_frames` x `max_crop_size` x `max_crop_size` (a random
-  window: any frame can be a first frame; spatial offsets on the 8 px latent
-  grid), and clips of equal shape are batched together, about
-  `pixels_per_step` pixels a batch: a step costs about the same whatever the
-  bucket, and the convolutional, causal VAE needs no whole clips to learn.
+  to a random window of `crop_frames` frames (any frame can be a first frame)
+  and `crop_size` pixels (offsets on the 8 px latent grid), and clips of equal
+  shape are batched together, about `pixels_per_step` pixels a batch: a step
+  costs about the same whatever the bucket, and the convolutional, causal VAE
+  needs no whole clips to learn. Many small crops beat a few big clips: with
+  batch 8 x 5 x 32 x 32 a 400-step proxy reached 21.0 dB vs 18.8 dB with
+  1 x 5 x 64 x 64 at the same cost (a batch of one background colour makes
+  the decoder chase that colour instead of reading it from the latent).
 - Loss: L1 reconstruction + `l2_weight` MSE + `grad_weight` L1 of the spatial
   gradients (sharp anti-aliased edges) + `kl_weight` KL to N(0, 1) (per
   element; it only keeps the posterior from drifting). No LPIPS: nothing
@@ -53,9 +56,9 @@ class VAETrainingConfig:
     durations: tuple = (1, 17, 33, 65)  # frames; 1 is an image
     duration_weights: tuple = (0.15, 0.4, 0.3, 0.15)
     style_weights: tuple = (0.4, 0.15, 0.15, 0.15, 0.15)  # none, stop-motion, neon, pixel, sketch
-    max_crop_frames: int = 17  # 1 + 4k
-    max_crop_size: int = 64  # pixels, a multiple of 8
-    pixels_per_step: int = 2 * 17 * 64 * 64  # frames x height x width per batch
+    crop_frames: tuple = (5, 9, 17)  # window lengths (1 + 4k), one drawn per clip among those it can hold
+    crop_size: int = 48  # spatial crop (pixels, a multiple of 8) of larger frames
+    pixels_per_step: int = 8 * 9 * 48 * 48  # frames x height x width per batch
     max_batch: int = 16
     # --- optimisation
     steps: int = 6000
@@ -95,10 +98,12 @@ def sampling_for(cfg: VAETrainingConfig):
                               duration_weights=cfg.duration_weights, style_weights=cfg.style_weights)
 
 
-def random_crop(video: torch.Tensor, max_frames: int, max_size: int, rng: np.random.Generator) -> torch.Tensor:
-    """(3, F, H, W) -> (3, F', H', W'): a random window of <= max_frames frames, spatial offsets on the 8 px grid."""
+def random_crop(video: torch.Tensor, crop_frames: tuple, max_size: int, rng: np.random.Generator) -> torch.Tensor:
+    """(3, F, H, W) -> (3, F', H', W'): a window of one of crop_frames (that fits; images stay images),
+    spatial offsets on the 8 px grid."""
     _, n, h, w = video.shape
-    f = min(n, max_frames)
+    fits = [f for f in crop_frames if f <= n]
+    f = int(rng.choice(fits)) if fits else n
     t0 = int(rng.integers(0, n - f + 1))
     ch, cw = min(h, max_size), min(w, max_size)
     y0 = 8 * int(rng.integers(0, (h - ch) // 8 + 1))
@@ -110,7 +115,7 @@ def shape_batches(items: Iterator[dict], cfg: VAETrainingConfig, rng: np.random.
     """Crop each item and yield (B, 3, F, H, W) batches of one shape, ~pixels_per_step pixels each."""
     buckets: dict[tuple, list[torch.Tensor]] = {}
     for item in items:
-        video = random_crop(item["video"], cfg.max_crop_frames, cfg.max_crop_size, rng)
+        video = random_crop(item["video"], cfg.crop_frames, cfg.crop_size, rng)
         shape = tuple(video.shape)
         bucket = buckets.setdefault(shape, [])
         bucket.append(video)
@@ -259,11 +264,10 @@ def train(cfg: VAETrainingConfig, out_dir: str, resume: Optional[str] = None, ex
     from ..data import ShapeWorldDataset, collate_videos
     from ..models.autoencoder_kl_sora import AutoencoderKLSora
 
-    for name in ("max_crop_frames",):
-        if (getattr(cfg, name) - 1) % 4 or getattr(cfg, name) < 1:
-            raise ValueError(f"{name}={getattr(cfg, name)} must be 1 + 4k (1, 5, 9, 13, 17, ...)")
-    if cfg.max_crop_size % 8 or cfg.max_crop_size < 8:
-        raise ValueError(f"max_crop_size={cfg.max_crop_size} must be a positive multiple of 8")
+    if any(f < 1 or (f - 1) % 4 for f in cfg.crop_frames):
+        raise ValueError(f"crop_frames={cfg.crop_frames} must all be 1 + 4k (1, 5, 9, 13, 17, ...)")
+    if cfg.crop_size % 8 or cfg.crop_size < 8:
+        raise ValueError(f"crop_size={cfg.crop_size} must be a positive multiple of 8")
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
     out = Path(out_dir)
