@@ -374,8 +374,11 @@ def run(num_clips: int, style_clips: int, robust_clips: int, verbose: bool, max_
 # Report
 # ----------------------------------------------------------------------------
 
+def pct(v: float) -> str:
+    return f"{100 * v:6.1f}%"
+
+
 def print_report(r: dict) -> None:
-    pct = lambda v: f"{100 * v:6.1f}%"  # noqa: E731
     print(f"\nShapeWorld analyzer agreement: {r['num_clips']} clips (style none); {r['seconds']:.0f} s wall, "
           f"{r['cpu_seconds']:.0f} s CPU, {r['analyze_ms_per_call']:.0f} ms wall per analyze call\n")
     print(f"{'attribute':<12}{'clean':>9}{'degraded':>10}{'segment 1':>11}   n (clean)  required")
@@ -413,18 +416,17 @@ def print_report(r: dict) -> None:
           f"(degraded {pct(p['vanish_detection_rate_degraded'])}); recolour detected "
           f"{pct(p['recolour_detection_rate'])} of {p['recolour']}")
 
-    print(f"\nper style ({r['style_clips']} clips each, clean):")
-    print(f"{'style':<13}{'colour':>9}{'shape':>9}{'motion':>9}{'size':>9}{'bg':>9}{'extra':>7}{'n':>6}")
-    for style, s in r["styles"].items():
-        print(f"{style:<13}" + "".join(f"{pct(s[a]['accuracy']):>9}" for a in ("colour", "shape", "motion", "size",
-                                                                                 "background"))
-              + f"{s['extra_objects']:>7}{s['colour']['n']:>6}")
+    _accuracy_table(f"per style ({r['style_clips']} clips each, clean):", "style", 13, r["styles"])
+    _accuracy_table(f"robustness, style none ({r['robust_clips']} clips each):", "imperfection", 22, r["robustness"])
 
-    print(f"\nrobustness, style none ({r['robust_clips']} clips each):")
-    print(f"{'imperfection':<22}{'colour':>9}{'shape':>9}{'motion':>9}{'size':>9}{'bg':>9}{'extra':>7}{'n':>6}")
-    for name, s in r["robustness"].items():
-        print(f"{name:<22}" + "".join(f"{pct(s[a]['accuracy']):>9}" for a in ("colour", "shape", "motion", "size",
-                                                                                  "background"))
+
+
+def _accuracy_table(title: str, header: str, width: int, groups: dict) -> None:
+    print(f"\n{title}")
+    print(f"{header:<{width}}{'colour':>9}{'shape':>9}{'motion':>9}{'size':>9}{'bg':>9}{'extra':>7}{'n':>6}")
+    for name, s in groups.items():
+        print(f"{name:<{width}}" + "".join(f"{pct(s[a]['accuracy']):>9}" for a in ("colour", "shape", "motion",
+                                                                                   "size", "background"))
               + f"{s['extra_objects']:>7}{s['colour']['n']:>6}")
 
 
