@@ -59,6 +59,7 @@ class DiTTrainingConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.998
     max_tokens_per_row: int = 640  # Patch n' Pack row length in training
+    latent_cache_clips: int = 0  # > 0: encode this many clips once and train on them (fast on CPU); 0: on the fly
     # --- bookkeeping
     seed: int = 0
     log_every: int = 10
@@ -118,8 +119,11 @@ class BatchMaker:
 
     @torch.no_grad()
     def encode_latents(self, items: list[dict]) -> list[torch.Tensor]:
+        """Normalised VAE latents (C, F', H', W') of each item; items from the latent cache already have them."""
         from ..data import group_by_shape
 
+        if all("latent" in item for item in items):
+            return [item["latent"].to(self.device) for item in items]
         latents: list[Optional[torch.Tensor]] = [None] * len(items)
         for _, indices in group_by_shape(items).items():
             video = torch.stack([items[i]["video"] for i in indices]).to(self.device)  # (n, 3, F, H, W)
@@ -160,12 +164,42 @@ class BatchMaker:
             noisy.append((1 - s) * z0 + s * noise)
             targets.append(noise - z0)
             timesteps.append(sigma_f * 1000.0)
-            segs = latent_frame_segments(item["segments"], item["video"].shape[1], Fl, temporal) \
+            segs = latent_frame_segments(item["segments"], item["num_frames"], Fl, temporal) \
                 if len(texts[i]) > 1 else [0] * Fl
             frame_seg.append(torch.tensor(segs, device=self.device))
             weights.append((sigma_f > 0).float())  # a given frame's velocity is undefined: no loss there
         return dict(latents=noisy, targets=targets, timesteps=timesteps, tokens=tokens, pooled=pooled,
                     text_seg=text_seg, frame_seg=frame_seg, weights=weights)
+
+
+def build_latent_cache(maker: BatchMaker, batches, num_clips: int, path: Path) -> list[dict]:
+    """Encode num_clips training clips once with the frozen VAE and keep what training needs of them.
+
+    On a CPU the VAE encoder costs several DiT steps per batch, and the DiT sees each clip many times
+    anyway, so a cache of latents (plus captions and segments) makes every step a DiT step. Saved to
+    `path`, so a resumed run reuses it."""
+    from tqdm.auto import tqdm
+
+    if path.exists():
+        return torch.load(path)
+    cache: list[dict] = []
+    with tqdm(total=num_clips, desc="encode latents", unit="clip") as bar:
+        while len(cache) < num_clips:
+            items = next(batches)
+            for item, z in zip(items, maker.encode_latents(items)):
+                cache.append({"latent": z.cpu().clone(), "num_frames": item["video"].shape[1],
+                              "short": item["short"], "long": item["long"], "segments": item["segments"]})
+            bar.update(len(items))
+    tmp = path.with_suffix(".tmp")
+    torch.save(cache[:num_clips], tmp)
+    tmp.replace(path)
+    return cache[:num_clips]
+
+
+def sample_cached(cache: list[dict], batch_size: int, rng: np.random.Generator):
+    """Endless random batches (with replacement) from the latent cache."""
+    while True:
+        yield [cache[i] for i in rng.integers(len(cache), size=batch_size)]
 
 
 def flow_matching_loss(predictions: list[torch.Tensor], batch: dict) -> torch.Tensor:
@@ -239,9 +273,13 @@ def train(cfg: DiTTrainingConfig, vae_path: str, out_dir: str, resume: bool = Tr
         dataset.set_epoch(step)  # a resumed run draws fresh clips instead of replaying the first ones
         loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, collate_fn=collate_videos,
                                              num_workers=1, prefetch_factor=2)
-    batches = _forever(loader)
+    batches = (_with_num_frames(items) for items in _forever(loader))
     rng = np.random.default_rng([cfg.seed, step, accelerator.process_index])
     maker = BatchMaker(pipe, cfg, rng, device)
+    if cfg.latent_cache_clips > 0:
+        cache = build_latent_cache(maker, batches, cfg.latent_cache_clips,
+                                   out / f"latents-{cfg.latent_cache_clips}-rank{accelerator.process_index}.pt")
+        batches = sample_cached(cache, cfg.batch_size, rng)
 
     start = time.time()
     bar = tqdm(total=cfg.steps, initial=step, desc="train-dit", unit="step", disable=not accelerator.is_main_process)
@@ -280,14 +318,21 @@ def train(cfg: DiTTrainingConfig, vae_path: str, out_dir: str, resume: bool = Tr
         final.save_pretrained(out / "transformer")
         scheduler.save_pretrained(out / "scheduler")
         log.plot(out / "loss.png", title=f"train-dit {cfg.preset}")
-        if export:
+        if export:  # a data-only pipeline folder: model_index.json, transformer/, vae/, scheduler/
             export_dir = Path(export)
-            final.save_pretrained(export_dir)
-            write_json(export_dir / "provenance.json", provenance(
+            pipe.transformer = final
+            pipe.save_pretrained(export_dir, copy_code=False, include_text_encoder=False)
+            write_json(export_dir / "transformer" / "provenance.json", provenance(
                 steps=step, wall_time_s=round(wall, 1), metrics={"final_loss_avg20": final_loss},
                 training=dataclasses.asdict(cfg), vae=str(vae_path),
                 data="ShapeWorld v1 (train split)" if not video_folder else f"video folder {video_folder}"))
     return result
+
+
+def _with_num_frames(items: list[dict]) -> list[dict]:
+    for item in items:
+        item["num_frames"] = item["video"].shape[1]
+    return items
 
 
 def _forever(loader):
@@ -308,7 +353,9 @@ def add_parser(subparsers) -> None:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--vae", required=True, help="folder of the trained AutoencoderKLSora (e.g. pipelines/sora-tiny/vae)")
     p.add_argument("--out", default="runs/dit", help="run folder: checkpoints, log.jsonl, loss.png")
-    p.add_argument("--export", default=None, help="also write the EMA transformer + provenance.json here")
+    p.add_argument("--export", default=None,
+                   help="also write the whole data-only pipeline folder here (e.g. pipelines/sora-tiny): the EMA "
+                        "transformer + provenance.json, the VAE given by --vae, the scheduler, model_index.json")
     p.add_argument("--video-folder", default=None, help="train on a folder of videos + captions.jsonl instead")
     p.add_argument("--no-resume", action="store_true", help="start over even if the run folder has checkpoints")
     add_dataclass_arguments(p, DiTTrainingConfig)
@@ -320,7 +367,9 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, config_cls) -> None
     for field in dataclasses.fields(config_cls):
         flag = "--" + field.name.replace("_", "-")
         default = field.default
-        if isinstance(default, tuple):
+        if isinstance(default, bool):
+            parser.add_argument(flag, default=default, type=_bool, help=f"default: {default} (true/false)")
+        elif isinstance(default, tuple):
             parser.add_argument(flag, default=default, type=_tuple_of(type(default[0])), help=f"default: {default}")
         else:
             parser.add_argument(flag, default=default, type=type(default), help=f"default: {default}")
@@ -328,6 +377,12 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, config_cls) -> None
 
 def config_from_args(config_cls, args: argparse.Namespace):
     return config_cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls)})
+
+
+def _bool(text: str) -> bool:
+    if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be true or false")
+    return text.lower() in ("true", "1", "yes")
 
 
 def _tuple_of(kind):

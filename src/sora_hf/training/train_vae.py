@@ -51,6 +51,8 @@ class VAETrainingConfig:
     # --- model
     preset: str = "sora-tiny"  # autoencoder_kl_sora.PRESETS
     model_overrides: str = ""  # JSON of config overrides, e.g. '{"latent_channels": 8}'
+    init_from: str = ""  # start from this saved VAE instead of the preset + PCA skeleton (fine-tuning)
+    train_encoder: bool = True  # False: decoder only, so the latents (and a DiT trained on them) stay valid
     # --- data: ShapeWorld, all sizes (tier 1 and 2, every aspect ratio), durations and styles
     tier2_fraction: float = 0.3  # share of clips at the 128 px tier
     durations: tuple = (1, 17, 33, 65)  # frames; 1 is an image
@@ -63,7 +65,8 @@ class VAETrainingConfig:
     # --- optimisation
     steps: int = 6000
     time_budget_h: float = 0.0  # > 0: stop (and end the cosine) at this wall-clock budget
-    lr: float = 1e-3
+    lr: float = 5e-4
+    skeleton_lr_scale: float = 0.1  # the PCA skeleton is already good: smaller steps keep it so
     min_lr_ratio: float = 0.05
     warmup_steps: int = 100
     weight_decay: float = 0.0
@@ -80,6 +83,7 @@ class VAETrainingConfig:
     eval_every: int = 250
     save_every: int = 250
     stats_clips: int = 48  # training clips whose latents set latents_mean / latents_std
+    pca_batches: int = 48  # training batches whose pixel blocks set the linear skeleton (PCA) of a new run
 
 
 # ----------------------------------------------------------------------------
@@ -284,9 +288,25 @@ def train(cfg: VAETrainingConfig, out_dir: str, resume: Optional[str] = None, ex
 
     accelerator = Accelerator()
     torch.manual_seed(cfg.seed)
-    vae = build_vae(cfg)
+    step = int(json.loads((checkpoint / "state.json").read_text())["step"]) if checkpoint is not None else 0
+    dataset = ShapeWorldDataset(sampling_for(cfg), seed=cfg.seed, rank=accelerator.process_index,
+                                world_size=accelerator.num_processes)
+    dataset.set_epoch(step)  # a resumed run draws fresh clips instead of replaying the first ones
+    loader = torch.utils.data.DataLoader(dataset, batch_size=1, collate_fn=collate_videos, num_workers=1,
+                                         prefetch_factor=4)
+    rng = np.random.default_rng([cfg.seed, step, accelerator.process_index])
+    batches = shape_batches((items[0] for items in loader), cfg, rng)
+
+    vae = AutoencoderKLSora.from_pretrained(cfg.init_from) if cfg.init_from else build_vae(cfg)
+    if checkpoint is None and not cfg.init_from:  # a resumed run loads its skeleton with the rest
+        kept = vae.init_skeleton_from_pca([next(batches) for _ in range(cfg.pca_batches)])
+        accelerator.print(f"linear skeleton from the PCA of {cfg.pca_batches} batches: {kept:.2%} of the variance")
+    vae.encoder.requires_grad_(cfg.train_encoder)
     step_module = TrainStep(vae)
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+    trained = [(n, p) for n, p in vae.named_parameters() if p.requires_grad]
+    groups = [{"params": [p for n, p in trained if "patch_proj" not in n], "lr_scale": 1.0},
+              {"params": [p for n, p in trained if "patch_proj" in n], "lr_scale": cfg.skeleton_lr_scale}]
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
     ema = EMAModel(vae.parameters(), decay=cfg.ema_decay, use_ema_warmup=True, model_cls=AutoencoderKLSora,
                    model_config=vae.config)
     step_module, optimizer = accelerator.prepare(step_module, optimizer)
@@ -301,13 +321,6 @@ def train(cfg: VAETrainingConfig, out_dir: str, resume: Optional[str] = None, ex
         accelerator.print(f"resumed from {checkpoint} at step {step}")
     write_json(out / "config.json", {"training": dataclasses.asdict(cfg), "model": dict(vae.config)})
 
-    dataset = ShapeWorldDataset(sampling_for(cfg), seed=cfg.seed, rank=accelerator.process_index,
-                                world_size=accelerator.num_processes)
-    dataset.set_epoch(step)  # a resumed run draws fresh clips instead of replaying the first ones
-    loader = torch.utils.data.DataLoader(dataset, batch_size=1, collate_fn=collate_videos, num_workers=1,
-                                         prefetch_factor=4)
-    rng = np.random.default_rng([cfg.seed, step, accelerator.process_index])
-    batches = shape_batches((items[0] for items in loader), cfg, rng)
     clips = eval_clips()
 
     def progress_of(step_: int, wall_: float) -> float:
@@ -331,7 +344,7 @@ def train(cfg: VAETrainingConfig, out_dir: str, resume: Optional[str] = None, ex
     while progress_of(step, wall) < 1.0:
         x = next(batches).to(accelerator.device)
         for group in optimizer.param_groups:
-            group["lr"] = cfg.lr * lr_factor(progress_of(step, wall), step, cfg)
+            group["lr"] = cfg.lr * group["lr_scale"] * lr_factor(progress_of(step, wall), step, cfg)
         x_hat, mean, logvar = step_module(x)
         loss, parts = vae_loss(x_hat, x, mean, logvar, cfg)
         accelerator.backward(loss)

@@ -1,0 +1,112 @@
+"""The trainers end to end on tiny configs: a few real steps, checkpoints, resume, export, and the
+VAE's decoder-only fine-tuning that keeps a DiT's latents valid."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from sora_hf.models.autoencoder_kl_sora import AutoencoderKLSora
+from sora_hf.pipeline_sora import SoraPipeline
+from sora_hf.training.train_dit import DiTTrainingConfig
+from sora_hf.training.train_dit import train as train_dit
+from sora_hf.training.train_vae import VAETrainingConfig
+from sora_hf.training.train_vae import train as train_vae
+
+TINY_VAE = dict(preset="tiny-test", pixels_per_step=4 * 5 * 32 * 32, crop_size=32, durations=(1, 17),
+                duration_weights=(0.5, 0.5), tier2_fraction=0.0, pca_batches=2, stats_clips=2, eval_every=1000,
+                save_every=2, log_every=1, warmup_steps=1)
+
+
+def weights(folder, prefix):
+    state = load_file(str(folder / "diffusion_pytorch_model.safetensors"))
+    return {k: v for k, v in state.items() if k.startswith(prefix)}
+
+
+@pytest.fixture(scope="module")
+def vae_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("vae-run")
+    result = train_vae(VAETrainingConfig(steps=3, **TINY_VAE), str(out), export=str(out / "export"))
+    return out, result
+
+
+def test_train_vae_writes_model_log_and_provenance(vae_run):
+    out, result = vae_run
+    assert result["steps"] == 3 and result["eval"]["psnr"] > 10
+    vae = AutoencoderKLSora.from_pretrained(out / "export")
+    assert len(vae.config.latents_mean) == len(vae.config.latents_std) == vae.config.latent_channels
+    assert all(s > 0 for s in vae.config.latents_std)
+    prov = json.loads((out / "export" / "provenance.json").read_text())
+    assert prov["steps"] == 3 and prov["training"]["preset"] == "tiny-test" and "command" in prov
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == [1, 2, 3]
+    assert (out / "loss.png").exists() and (out / "checkpoint-3" / "state.json").exists()
+
+
+def test_train_vae_resumes_and_refuses_to_overwrite(vae_run):
+    out, _ = vae_run
+    with pytest.raises(ValueError, match="already holds checkpoints"):
+        train_vae(VAETrainingConfig(steps=5, **TINY_VAE), str(out))
+    result = train_vae(VAETrainingConfig(steps=5, **TINY_VAE), str(out), resume="latest")
+    assert result["steps"] == 5
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4, 5]
+
+
+def test_decoder_only_finetune_keeps_the_latents(vae_run, tmp_path):
+    out, _ = vae_run
+    cfg = VAETrainingConfig(steps=2, init_from=str(out / "export"), train_encoder=False, **TINY_VAE)
+    train_vae(cfg, str(tmp_path / "ft"))
+    before, after = out / "export", tmp_path / "ft" / "vae"
+    for name, tensor in weights(before, "encoder.").items():
+        assert torch.equal(weights(after, "encoder.")[name], tensor), name
+    assert any(not torch.equal(weights(after, "decoder.")[k], v) for k, v in weights(before, "decoder.").items())
+
+
+def test_pca_skeleton_is_a_good_linear_autoencoder():
+    """A fresh model is its linear skeleton; fitted by PCA it already reconstructs ShapeWorld well."""
+    from sora_hf.data import frames_to_video
+    from sora_hf.shapeworld import render_clip
+    from sora_hf.training.train_vae import psnr
+
+    clips = [frames_to_video(render_clip(seed, "train", num_frames=9, height=32, width=32).frames)[None]
+             for seed in range(12)]
+    torch.manual_seed(0)
+    vae = AutoencoderKLSora.from_preset("tiny-test", latent_channels=16).eval()
+    held_out = torch.cat(clips[10:])
+    with torch.no_grad():
+        random_psnr = psnr(vae(held_out).sample, held_out)
+        kept = vae.init_skeleton_from_pca(clips[:10])
+        fitted_psnr = psnr(vae(held_out).sample, held_out)
+    assert 0.9 < kept <= 1.0
+    assert fitted_psnr > 24 and fitted_psnr > random_psnr + 10, (random_psnr, fitted_psnr)
+
+
+def test_train_dit_with_latent_cache_resumes_and_exports(vae_run, tmp_path):
+    out, _ = vae_run
+    cfg = DiTTrainingConfig(preset="tiny-test", batch_size=2, steps=2, save_every=2, log_every=1,
+                            latent_cache_clips=4, durations=(1, 17), duration_weights=(0.5, 0.5),
+                            warmup_steps=1)
+    run = tmp_path / "dit"
+    result = train_dit(cfg, str(out / "export"), str(run), export=str(tmp_path / "pipe"))
+    assert result["steps"] == 2 and (run / "latents-4-rank0.pt").exists()
+    cache = torch.load(run / "latents-4-rank0.pt")
+    assert len(cache) == 4 and cache[0]["latent"].shape[0] == 4  # tiny-test VAE: 4 latent channels
+    result = train_dit(dataclass_replace(cfg, steps=3), str(out / "export"), str(run))
+    assert result["steps"] == 3
+    assert json.loads((tmp_path / "pipe" / "transformer" / "provenance.json").read_text())["steps"] == 2
+    assert not (tmp_path / "pipe" / "text_encoder").exists()  # data-only: the encoder comes from its pip package
+    pipe = SoraPipeline.from_pretrained(tmp_path / "pipe")
+    frames = pipe("a red circle", height=32, width=32, num_frames=1, num_inference_steps=1,
+                  generator=torch.Generator().manual_seed(0)).frames
+    assert frames.shape == (1, 1, 32, 32, 3) and np.isfinite(frames).all()
+
+
+def dataclass_replace(cfg, **changes):
+    import dataclasses
+
+    return dataclasses.replace(cfg, **changes)
