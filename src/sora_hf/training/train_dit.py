@@ -53,6 +53,7 @@ class DiTTrainingConfig:
     storyboard_segment_fraction: float = 0.75  # storyboard clips trained with per-segment captions
     # --- optimisation
     steps: int = 3000
+    time_budget_h: float = 0.0  # > 0: also stop (and export) once this much wall-clock time has been trained
     lr: float = 4e-4
     warmup_steps: int = 150
     weight_decay: float = 0.0
@@ -182,6 +183,7 @@ def build_latent_cache(maker: BatchMaker, batches, num_clips: int, path: Path) -
 
     if path.exists():
         return torch.load(path)
+    started = time.time()
     cache: list[dict] = []
     with tqdm(total=num_clips, desc="encode latents", unit="clip") as bar:
         while len(cache) < num_clips:
@@ -193,6 +195,7 @@ def build_latent_cache(maker: BatchMaker, batches, num_clips: int, path: Path) -
     tmp = path.with_suffix(".tmp")
     torch.save(cache[:num_clips], tmp)
     tmp.replace(path)
+    write_json(path.with_suffix(".json"), {"clips": num_clips, "encode_wall_time_s": round(time.time() - started, 1)})
     return cache[:num_clips]
 
 
@@ -276,15 +279,17 @@ def train(cfg: DiTTrainingConfig, vae_path: str, out_dir: str, resume: bool = Tr
     batches = (_with_num_frames(items) for items in _forever(loader))
     rng = np.random.default_rng([cfg.seed, step, accelerator.process_index])
     maker = BatchMaker(pipe, cfg, rng, device)
+    cache_path = None
     if cfg.latent_cache_clips > 0:
-        cache = build_latent_cache(maker, batches, cfg.latent_cache_clips,
-                                   out / f"latents-{cfg.latent_cache_clips}-rank{accelerator.process_index}.pt")
-        batches = sample_cached(cache, cfg.batch_size, rng)
+        cache_path = out / f"latents-{cfg.latent_cache_clips}-rank{accelerator.process_index}.pt"
+        batches = sample_cached(build_latent_cache(maker, batches, cfg.latent_cache_clips, cache_path),
+                                cfg.batch_size, rng)
 
     start = time.time()
     bar = tqdm(total=cfg.steps, initial=step, desc="train-dit", unit="step", disable=not accelerator.is_main_process)
     model.train()
-    while step < cfg.steps:
+    wall = wall_before
+    while step < cfg.steps and not (cfg.time_budget_h > 0 and wall >= 3600 * cfg.time_budget_h):
         batch = maker.make(next(batches))
         out_packed = model(batch["latents"], batch["timesteps"], batch["tokens"], None, batch["pooled"],
                            batch["frame_seg"], batch["text_seg"]).sample
@@ -302,7 +307,8 @@ def train(cfg: DiTTrainingConfig, vae_path: str, out_dir: str, resume: bool = Tr
         if step % cfg.log_every == 0 or step == cfg.steps:
             log.write(step, loss=loss.item(), grad_norm=float(grad_norm), lr=lr_scheduler.get_last_lr()[0],
                       wall_time_s=round(wall, 1))
-        if step % cfg.save_every == 0 or step == cfg.steps:
+        out_of_time = cfg.time_budget_h > 0 and wall >= 3600 * cfg.time_budget_h
+        if step % cfg.save_every == 0 or step == cfg.steps or out_of_time:
             save_checkpoint(accelerator, out, step, wall_time_s=wall)
             if accelerator.is_main_process:
                 log.plot(out / "loss.png", title=f"train-dit {cfg.preset}")
@@ -325,6 +331,7 @@ def train(cfg: DiTTrainingConfig, vae_path: str, out_dir: str, resume: bool = Tr
             write_json(export_dir / "transformer" / "provenance.json", provenance(
                 steps=step, wall_time_s=round(wall, 1), metrics={"final_loss_avg20": final_loss},
                 training=dataclasses.asdict(cfg), vae=str(vae_path),
+                latent_cache=json.loads(cache_path.with_suffix(".json").read_text()) if cache_path else None,
                 data="ShapeWorld v1 (train split)" if not video_folder else f"video folder {video_folder}"))
     return result
 
