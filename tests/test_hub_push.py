@@ -107,11 +107,13 @@ def test_folder_checks(model_dir, tmp_path):
 def test_card_numbers_come_from_result_files(tmp_path):
     results = {"adherence": {"num_scenes": 300, "by_caption": {"short": {"colour": 0.931, "shape": 0.84, "motion": 0.8}},
                              "held_out": None},
-               "vae": {"num_clips": 200, "psnr": 37.25, "ssim": 0.9812, "by_style": {"none": {"psnr": 38.5, "ssim": 0.99}}},
+               "vae": {"clips": 200, "psnr_mean": 37.25, "ssim_mean": 0.9812, "images": {"psnr": 39.5, "ssim": 0.99},
+                       "per_style": {"none": {"psnr": 38.5, "ssim": 0.99, "clips": 40}}},  # vae_reconstruction.py
                "speed": None, "provenance": {"Video VAE": {"command": "sora-hf train-vae", "steps": 10,
                                                           "wall_time_s": 7200, "machine": "x86_64, 2 CPU cores",
                                                           "git_commit": "0123456789abcdef"}}}
     card = render_card("org/model", results)
     assert "93.1%" in card and "37.25 dB" in card and "2.0 h" in card and "sora-hf train-vae" in card
+    assert "| none | 38.50 | 0.9900 |" in card and "images\n39.50 dB" in card
     empty = render_card("org/model", {"adherence": None, "vae": None, "speed": None, "provenance": {}})
     assert "not measured yet" in empty

@@ -143,8 +143,25 @@ class _HeadRMSNorm(nn.Module):
 # Transformer block: adaLN-Zero self-attention, segment-gated cross-attention, MLP
 # ----------------------------------------------------------------------------
 
+def per_frame(fn, x: torch.Tensor, token_frame, *frame_values: torch.Tensor) -> torch.Tensor:
+    """fn(x, *values) where each value (B, F, D) is given per frame and x (B, N, D) per token.
+
+    token_frame: (B, N) frame index of every token (packed rows), or an int, the tokens per frame of a
+    dense t-major layout, where a (B, F, n, D) view broadcasts the values without gathering them."""
+    if isinstance(token_frame, int):
+        B, N, D = x.shape
+        out = fn(x.view(B, N // token_frame, token_frame, D), *(v[:, :, None] for v in frame_values))
+        return out.view(B, N, D)
+    index = token_frame[..., None].expand(-1, -1, x.shape[-1])  # (B, N, D)
+    return fn(x, *(torch.gather(v, 1, index) for v in frame_values))
+
+
 def modulate(x, shift, scale):
     return x * (1 + scale) + shift
+
+
+def gated(x, gate):
+    return x * gate
 
 
 class SoraTransformerBlock(nn.Module):
@@ -160,15 +177,14 @@ class SoraTransformerBlock(nn.Module):
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))  # zero-initialised
 
     def forward(self, x, frame_cond, token_frame, text, self_mask, cross_mask, rotary_emb):
-        """x (B, N, D); frame_cond (B, F, D); token_frame (B, N) index into F; text (B, L, D)."""
+        """x (B, N, D); frame_cond (B, F, D); token_frame: see `per_frame`; text (B, L, D)."""
         mod = self.adaLN_modulation(frame_cond)  # (B, F, 6D): per frame, not per token
-        mod = torch.gather(mod, 1, token_frame[..., None].expand(-1, -1, mod.shape[-1]))  # (B, N, 6D)
-        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod.chunk(6, dim=-1)
-        x = x + gate_msa * self.attn1(modulate(self.norm1(x), shift_msa, scale_msa), attention_mask=self_mask,
-                                      rotary_emb=rotary_emb)
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod.chunk(6, dim=-1)  # (B, F, D) each
+        h = per_frame(modulate, self.norm1(x), token_frame, shift_msa, scale_msa)
+        x = x + per_frame(gated, self.attn1(h, attention_mask=self_mask, rotary_emb=rotary_emb), token_frame, gate_msa)
         x = x + self.attn2(self.norm2(x), encoder_hidden_states=text, attention_mask=cross_mask)
-        x = x + gate_mlp * self.ff(modulate(self.norm3(x), shift_mlp, scale_mlp))
-        return x
+        h = per_frame(modulate, self.norm3(x), token_frame, shift_mlp, scale_mlp)
+        return x + per_frame(gated, self.ff(h), token_frame, gate_mlp)
 
 
 # ----------------------------------------------------------------------------
@@ -183,6 +199,7 @@ class TokenLayout:
     token_frame: torch.Tensor  # (B, N) index of the token's frame in frame_cond's F axis
     self_mask: Optional[torch.Tensor]  # (B, 1, N, N) bool or None (all attend to all)
     cross_mask: torch.Tensor  # (B, 1, N, L) bool
+    tokens_per_frame: Optional[int] = None  # set for a dense t-major layout (equal tokens per frame)
 
 
 def patch_positions(frames: int, height: int, width: int, device) -> torch.Tensor:
@@ -286,16 +303,15 @@ class SoraTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
         rotary_emb = rope_frequencies(layout.positions, head_dim, self.config.rope_theta)[:, None]  # (B, 1, N, d/2)
         x = self.patch_embed(tokens)  # (B, N, D)
         text = self.caption_projection(text)  # (B, L, D)
+        token_frame = layout.tokens_per_frame or layout.token_frame
         for block in self.blocks:
-            args = (x, frame_cond, layout.token_frame, text, layout.self_mask, layout.cross_mask, rotary_emb)
+            args = (x, frame_cond, token_frame, text, layout.self_mask, layout.cross_mask, rotary_emb)
             if torch.is_grad_enabled() and self.gradient_checkpointing:
                 x = self._gradient_checkpointing_func(block, *args)
             else:
                 x = block(*args)
         shift, scale = self.adaLN_out(frame_cond).chunk(2, dim=-1)  # (B, F, D) each
-        index = layout.token_frame[..., None].expand(-1, -1, shift.shape[-1])
-        x = modulate(self.norm_out(x), torch.gather(shift, 1, index), torch.gather(scale, 1, index))
-        return self.proj_out(x)  # (B, N, C_out * pt * p * p)
+        return self.proj_out(per_frame(modulate, self.norm_out(x), token_frame, shift, scale))  # (B, N, C_out * pt * p * p)
 
     # --- dense forward: a batch of same-size latents --------------------------
 
@@ -350,7 +366,7 @@ class SoraTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
         patch_frame_seg = frame_seg[:, ::pt]  # (B, F')
         token_seg = torch.gather(patch_frame_seg, 1, token_frame)  # (B, N)
         cross_mask = (token_seg[:, :, None] == text_seg[:, None, :]) & text_valid[:, None, :]  # (B, N, L)
-        layout = TokenLayout(positions, token_frame, None, _never_empty(cross_mask)[:, None])
+        layout = TokenLayout(positions, token_frame, None, _never_empty(cross_mask)[:, None], tokens_per_frame=Hp * Wp)
         frame_cond = self.frame_conditioning(timestep[:, ::pt], pooled, patch_frame_seg)
         out = self._run(self.patchify(hidden_states), frame_cond, encoder_hidden_states.to(self.dtype), layout)
         sample = self.unpatchify(out, Fr, H, W)
