@@ -115,22 +115,23 @@ def test_bad_input_names_the_argument(tiny_pipe, kwargs, needle):
 # The shipped checkpoint, end to end
 # ----------------------------------------------------------------------------
 
-@pytest.mark.slow
-@pytest.mark.parametrize("prompt,colour,shape", [
-    ("a red circle moving right on sky", "red", "circle"),
-    ("a blue square falling on a black background", "blue", "square"),
-])
-def test_shipped_pipeline_draws_what_the_prompt_asks(shipped_pipe, prompt, colour, shape):
-    """Default settings, two seeds each: the analyzer finds an object of the asked colour in both clips."""
-    from sora_hf.eval import find_objects, analyze
+SHIPPED_PROMPTS = [("a red circle moving right on sky", "red"), ("a blue square falling on a black background", "blue"),
+                   ("a yellow triangle bouncing on sand", "yellow"), ("a green square sliding left on gray", "green")]
 
-    found = []
-    for seed in (0, 1):
+
+@pytest.mark.slow
+def test_shipped_pipeline_draws_the_colour_the_prompt_asks(shipped_pipe):
+    """Default settings, one clip per prompt: the analyzer must find an object of the asked colour in at
+    least 3 of the 4 clips (the adherence bench measures the rate on 300 scenes)."""
+    from sora_hf.eval import analyze, find_objects
+
+    report = {}
+    for seed, (prompt, colour) in enumerate(SHIPPED_PROMPTS):
         frames = shipped_pipe(prompt, generator=torch.Generator().manual_seed(seed)).frames[0]
         assert frames.shape == (17, 64, 64, 3)
         analysis = analyze(frames)
-        found.append(sorted({(o.colour, o.shape) for o in analysis.objects}))
-        assert find_objects(analysis, colour=colour), f"{prompt!r} seed {seed}: objects found {found[-1]}"
+        report[prompt] = (bool(find_objects(analysis, colour=colour)), sorted({o.colour for o in analysis.objects}))
+    assert sum(ok for ok, _ in report.values()) >= 3, report
 
 
 @pytest.mark.slow

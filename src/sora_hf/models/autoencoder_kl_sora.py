@@ -37,9 +37,9 @@ Design
   spanning sizes, durations and styles: 32 channels 33.4 dB, 48 34.9 dB,
   64 36.2 dB, 96 38.9 dB; ShapeWorld's hard-edged, moving shapes need the
   channels, and the DiT's 2x2 patch embedding makes them nearly free for it.
-  One latent scale shared by all channels (`latents_std`) keeps the principal
-  components' energy order, so the DiT's loss weighs a channel by what it
-  carries.
+  `latents_std` is per channel: the principal components span a 100:1 range
+  of scales, and with one shared scale (tried first) the small ones only
+  emerged in the last sampling step, as visible 8x8 block noise.
 - No attention: ShapeWorld needs none, and without it spatial tiling is exact
   away from tile borders.
 - Latent normalisation (`latents_mean`, `latents_std`, per channel) lives in
