@@ -55,6 +55,8 @@ def test_train_vae_resumes_and_refuses_to_overwrite(vae_run):
     assert result["steps"] == 5
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4, 5]
+    history = json.loads((out / "vae" / "provenance.json").read_text())["commands"]
+    assert [h["from_step"] for h in history] == [0, 3]  # the provenance of a resumed run names both commands
 
 
 def test_decoder_only_finetune_keeps_the_latents(vae_run, tmp_path):

@@ -107,6 +107,16 @@ def provenance(command: Optional[list[str]] = None, **fields) -> dict:
     }
 
 
+def record_command(out_dir: Path, step: int) -> list[dict]:
+    """Append this invocation (its command line and the step it starts from) to the run's commands.jsonl
+    and return the whole history, so the provenance of a resumed run names every command that made it."""
+    path = Path(out_dir) / "commands.jsonl"
+    entry = {"command": provenance()["command"], "from_step": step, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    with open(path, "a") as f:
+        f.write(json.dumps(entry) + "\n")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def write_json(path: Path, data: dict) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

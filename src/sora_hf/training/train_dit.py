@@ -28,7 +28,8 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .common import RunLog, latest_checkpoint, load_checkpoint, provenance, save_checkpoint, write_json
+from .common import (RunLog, latest_checkpoint, load_checkpoint, provenance, record_command, save_checkpoint,
+                     write_json)
 
 
 @dataclass
@@ -263,6 +264,7 @@ def train(cfg: DiTTrainingConfig, vae_path: str, out_dir: str, resume: bool = Tr
         log.truncate_after(step)
         accelerator.print(f"resumed from {checkpoint} at step {step}")
     write_json(out / "config.json", {"training": dataclasses.asdict(cfg), "vae": str(vae_path)})
+    history = record_command(out, step) if accelerator.is_main_process else []
 
     if video_folder:
         dataset = VideoFolderDataset(video_folder)
@@ -329,7 +331,7 @@ def train(cfg: DiTTrainingConfig, vae_path: str, out_dir: str, resume: bool = Tr
             pipe.transformer = final
             pipe.save_pretrained(export_dir, copy_code=False, include_text_encoder=False)
             write_json(export_dir / "transformer" / "provenance.json", provenance(
-                steps=step, wall_time_s=round(wall, 1), metrics={"final_loss_avg20": final_loss},
+                steps=step, wall_time_s=round(wall, 1), commands=history, metrics={"final_loss_avg20": final_loss},
                 training=dataclasses.asdict(cfg), vae=str(vae_path),
                 latent_cache=json.loads(cache_path.with_suffix(".json").read_text()) if cache_path else None,
                 data="ShapeWorld v1 (train split)" if not video_folder else f"video folder {video_folder}"))

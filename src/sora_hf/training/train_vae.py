@@ -40,7 +40,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .common import RunLog, latest_checkpoint, load_checkpoint, provenance, save_checkpoint, write_json
+from .common import (RunLog, latest_checkpoint, load_checkpoint, provenance, record_command, save_checkpoint,
+                     write_json)
 from .train_dit import add_dataclass_arguments, config_from_args
 
 STYLES = ("none", "stop-motion", "neon", "pixel", "sketch")
@@ -323,6 +324,7 @@ def train(cfg: VAETrainingConfig, out_dir: str, resume: Optional[str] = None, ex
         log.truncate_after(step)
         accelerator.print(f"resumed from {checkpoint} at step {step}")
     write_json(out / "config.json", {"training": dataclasses.asdict(cfg), "model": dict(vae.config)})
+    history = record_command(out, step) if accelerator.is_main_process else []
 
     clips = eval_clips()
 
@@ -387,7 +389,7 @@ def train(cfg: VAETrainingConfig, out_dir: str, resume: Optional[str] = None, ex
         for target in [out / "vae"] + ([Path(export)] if export else []):
             final.save_pretrained(target)
             write_json(target / "provenance.json", provenance(
-                steps=step, wall_time_s=round(wall, 1), metrics={"eval_fixed_set": metrics},
+                steps=step, wall_time_s=round(wall, 1), commands=history, metrics={"eval_fixed_set": metrics},
                 latents={"mean": mean, "std": std}, training=dataclasses.asdict(cfg), run_dir=str(out),
                 data="ShapeWorld v1, train split (all tiers, aspect ratios, durations, styles)"))
         result["saved"] = [str(out / "vae")] + ([export] if export else [])
