@@ -189,15 +189,17 @@ def test_random_seed_is_reported(client):
 
 
 def test_progress_updates_arrive(client):
-    job = client.submit(prompt="a blue square sliding left", **{**QUICK, "steps": 12}, api_name="/generate")
+    # 100 steps at the 128 px tier (over a second even for the tiny test model): polling sees many updates
+    job = client.submit(prompt="a blue square sliding left", **{**QUICK, "steps": 100, "resolution_tier": 2},
+                        api_name="/generate")
     seen = set()
     while not job.done():
         for unit in job.status().progress_data or []:
             seen.add((unit.index, unit.length, unit.desc))
         time.sleep(0.01)
     job.result()
-    steps = sorted(index for index, length, _ in seen if length == 12)
-    assert len(steps) >= 3 and steps[-1] <= 12, f"progress seen: {sorted(seen)}"
+    steps = sorted(index for index, length, _ in seen if length == 100)
+    assert len(steps) >= 3 and steps[-1] <= 100, f"progress seen: {sorted(seen)}"
     assert {desc for *_, desc in seen} == {"Denoising"}
 
 
