@@ -49,6 +49,14 @@ Design
   conv's last frames forward (the "causal cache"), so peak memory stays flat as
   clips grow and a temporally chunked pass equals the full pass.
   `enable_slicing()` runs one batch element at a time.
+
+Measured (the shipped pipelines/sora-tiny/vae; bench/vae_reconstruction.py,
+bench/vae_speed.py): 36.70 dB mean PSNR over 200 eval clips (pixel style 50.0,
+none 35.2, stop-motion 34.2, neon 33.5, sketch 30.6, images 42.2); 5.2x the
+throughput of AutoencoderKLWan at matched widths on 17x64x64. Open problem: the
+convolutional residual barely learns on the training distribution yet (its
+output stays ~1e-3 after 500 steps, though it overfits one clip quickly), so
+the shipped model is close to its PCA skeleton.
 """
 
 from __future__ import annotations

@@ -150,8 +150,8 @@ def per_frame(fn, x: torch.Tensor, token_frame, *frame_values: torch.Tensor) -> 
     dense t-major layout, where a (B, F, n, D) view broadcasts the values without gathering them."""
     if isinstance(token_frame, int):
         B, N, D = x.shape
-        out = fn(x.view(B, N // token_frame, token_frame, D), *(v[:, :, None] for v in frame_values))
-        return out.view(B, N, D)
+        out = fn(x.reshape(B, N // token_frame, token_frame, D), *(v[:, :, None] for v in frame_values))
+        return out.reshape(B, N, D)
     index = token_frame[..., None].expand(-1, -1, x.shape[-1])  # (B, N, D)
     return fn(x, *(torch.gather(v, 1, index) for v in frame_values))
 

@@ -14,6 +14,11 @@
   gradients (sharp anti-aliased edges) + `kl_weight` KL to N(0, 1) (per
   element; it only keeps the posterior from drifting). No LPIPS: nothing
   pretrained is available offline, and ShapeWorld is flat colours.
+- Init: a new run sets the VAE's linear skeleton to the PCA of `pca_batches`
+  training batches (see the model's docstring) and trains it at
+  `skeleton_lr_scale` x the learning rate; `--init-from DIR` starts from a saved
+  VAE instead, and `--train-encoder false` then fine-tunes the decoder alone,
+  which keeps the latents (and a DiT trained on them) valid.
 - Schedule: AdamW, linear warm-up then cosine decay. `time_budget_h` makes the
   run stop, and the cosine end, at a wall-clock budget (progress = the larger
   of step/steps and time/budget), so a run fits its budget on a busy machine.
@@ -301,6 +306,9 @@ def train(cfg: VAETrainingConfig, out_dir: str, resume: Optional[str] = None, ex
     rng = np.random.default_rng([cfg.seed, step, accelerator.process_index])
     batches = shape_batches((items[0] for items in loader), cfg, rng)
 
+    if cfg.init_from and cfg.model_overrides:
+        raise ValueError(f"init_from={cfg.init_from!r} loads a saved VAE with its own config; model_overrides="
+                         f"{cfg.model_overrides!r} cannot change it (give one of the two)")
     vae = AutoencoderKLSora.from_pretrained(cfg.init_from) if cfg.init_from else build_vae(cfg)
     if checkpoint is None and not cfg.init_from:  # a resumed run loads its skeleton with the rest
         kept = vae.init_skeleton_from_pca([next(batches) for _ in range(cfg.pca_batches)])
