@@ -14,7 +14,6 @@ circle), each aspect ratio, and images are reported separately.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -25,6 +24,7 @@ from tqdm.auto import tqdm
 
 from sora_hf.eval import analyze
 from sora_hf.shapeworld import ASPECT_RATIOS, EVAL_SEED_START, HELD_OUT, render_clip
+from sora_hf.training.common import write_json
 
 ATTRIBUTES = ("colour", "shape", "motion")
 TARGETS = {"colour": 0.9, "motion": 0.8, "shape": 0.8}
@@ -160,8 +160,7 @@ def main():
         for seg, r in result["storyboard"].items():
             print(f"storyboard {seg}: colour {100 * r['colour']:.1f}%, shape {100 * r['shape']:.1f}%, "
                   f"motion {100 * r['motion']:.1f}% (n={r['n']})")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
+    write_json(Path(args.out), result)
 
 
 if __name__ == "__main__":

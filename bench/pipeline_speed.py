@@ -12,7 +12,6 @@ bench/results/pipeline_speed.json (its "card" entry is what the model card shows
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import resource
 import statistics
@@ -20,6 +19,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from sora_hf.training.common import write_json
 
 CASES = {"17x64x64 clip": dict(num_frames=17, height=64, width=64),
          "64x64 image": dict(num_frames=1, height=64, width=64)}
@@ -63,8 +64,7 @@ def main(argv=None) -> int:
            "card": {"machine": machine, "17-frame 64x64 clip": f"{clip:.2f} s",
                     "64x64 image": f"{results['64x64 image']['median_s']:.2f} s",
                     "peak memory": f"{peak_mib:.0f} MiB"}}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    write_json(Path(args.out), out)
     return 0
 
 
