@@ -117,3 +117,20 @@ def test_card_numbers_come_from_result_files(tmp_path):
     assert "| none | 38.50 | 0.9900 |" in card and "images\n39.50 dB" in card
     empty = render_card("org/model", {"adherence": None, "vae": None, "speed": None, "provenance": {}})
     assert "not measured yet" in empty
+
+
+def test_card_shows_the_sample_gifs_it_generated(tmp_path, tiny_pipe):
+    from PIL import Image
+
+    from sora_hf.hub import SAMPLE_PROMPTS, load_results, render_samples
+
+    folder = tmp_path / "model"
+    tiny_pipe.save_pretrained(folder, copy_code=False, include_text_encoder=False)
+    samples = render_samples(folder)
+    assert [s["prompt"] for s in samples] == [p for p, _, _ in SAMPLE_PROMPTS]
+    for s, (_, _, num_frames) in zip(samples, SAMPLE_PROMPTS):
+        gif = Image.open(folder / s["path"])
+        assert gif.n_frames == num_frames and gif.size == (4 * s["width"], 4 * s["height"])
+    card = render_card("org/model", load_results(tmp_path / "no-results", folder))
+    for s in samples:
+        assert f"![{s['prompt']}]({s['path']})" in card and s["analyzer_reads"] in card

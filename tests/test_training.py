@@ -67,6 +67,10 @@ def test_decoder_only_finetune_keeps_the_latents(vae_run, tmp_path):
     for name, tensor in weights(before, "encoder.").items():
         assert torch.equal(weights(after, "encoder.")[name], tensor), name
     assert any(not torch.equal(weights(after, "decoder.")[k], v) for k, v in weights(before, "decoder.").items())
+    # the normalisation a DiT was trained with is kept too (recomputing it on other clips would shift it)
+    config = lambda folder: json.loads((folder / "config.json").read_text())  # noqa: E731
+    for key in ("latents_mean", "latents_std"):
+        assert config(after)[key] == config(before)[key], key
 
 
 def test_pca_skeleton_is_a_good_linear_autoencoder():

@@ -94,6 +94,7 @@ def load_results(results_dir: Path = RESULTS, model_dir: Path = DEFAULT_MODEL) -
         if p:
             provenance[{"vae": "Video VAE", "transformer": "Diffusion transformer"}[sub]] = p
     return {
+        "samples": read(Path(model_dir) / "samples" / "samples.json") or [],
         "adherence": read(Path(results_dir) / "adherence.json"),
         "vae": read(Path(results_dir) / "vae_reconstruction.json"),
         "speed": (read(Path(results_dir) / "pipeline_speed.json") or {}).get("card"),
@@ -101,19 +102,56 @@ def load_results(results_dir: Path = RESULTS, model_dir: Path = DEFAULT_MODEL) -
     }
 
 
-def render_card(repo_id: str, results: Optional[dict] = None, samples: Optional[list[dict]] = None,
-                template: Path = TEMPLATE) -> str:
+def render_card(repo_id: str, results: Optional[dict] = None, template: Path = TEMPLATE) -> str:
     from huggingface_hub import ModelCard, ModelCardData
 
     data = ModelCardData(
         library_name="diffusers", pipeline_tag="text-to-video", license="apache-2.0",
         tags=["text-to-video", "diffusion-transformer", "video-vae", "sora", "shapeworld", "sora-hf"],
     )
-    results = results if results is not None else load_results()
+    results = {"samples": [], **(results if results is not None else load_results())}
     card = ModelCard.from_template(data, template_path=str(template), repo_id=repo_id,
-                                   model_name=repo_id.split("/")[-1], samples=samples or [],
-                                   license="Apache-2.0", **results)
+                                   model_name=repo_id.split("/")[-1], license="Apache-2.0", **results)
     return str(card)
+
+
+# Prompts outside the eval set's wording, one per motion, aspect ratio and duration the card should show
+SAMPLE_PROMPTS = (
+    ("a red circle bouncing on a sky background", "1:1", 17),
+    ("a blue square sliding to the right on sand", "16:9", 17),
+    ("a yellow triangle spinning on a black background", "9:16", 17),
+    ("a white circle falling on a gray background", "1:1", 33),
+)
+
+
+def render_samples(model_dir: Path, out_dir: Optional[Path] = None, seed: int = 0, upscale: int = 4) -> list[dict]:
+    """Generate the card's sample GIFs with the pipeline's default settings into MODEL/samples/,
+    with samples.json (prompt, seed, settings, what the analyzer read) that the card lists."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from .eval import analyze
+    from .pipeline_sora import SoraPipeline
+    from .shapeworld import ASPECT_RATIOS
+    from .training.common import write_json
+    from .video_io import write_gif
+
+    out_dir = Path(out_dir) if out_dir is not None else Path(model_dir) / "samples"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pipe = SoraPipeline.from_pretrained(model_dir)
+    pipe.set_progress_bar_config(disable=True)
+    samples = []
+    for i, (prompt, ratio, num_frames) in enumerate(tqdm(SAMPLE_PROMPTS, desc="samples", unit="clip")):
+        height, width = ASPECT_RATIOS[ratio]
+        frames = pipe(prompt, height=height, width=width, num_frames=num_frames,
+                      generator=torch.Generator().manual_seed(seed + i)).frames[0]  # (F, H, W, 3) in [0, 1]
+        name = f"sample_{i}.gif"
+        write_gif(out_dir / name, frames, upscale=upscale)
+        seen = [f"{o.colour} {o.shape} {o.motion}" for o in analyze(frames).objects]
+        samples.append({"prompt": prompt, "path": f"samples/{name}", "seed": seed + i, "height": height,
+                        "width": width, "num_frames": num_frames, "analyzer_reads": ", ".join(seen) or "no object"})
+    write_json(out_dir / "samples.json", samples)
+    return samples
 
 
 # ----------------------------------------------------------------------------
@@ -184,6 +222,8 @@ def add_parser(subparsers) -> None:
     card.add_argument("--repo-id", default="sora-hf/sora-tiny")
     card.add_argument("--model", default=str(DEFAULT_MODEL))
     card.add_argument("--out", default="-", help="file to write ('-': print)")
+    card.add_argument("--make-samples", action="store_true",
+                      help="first generate the sample GIFs into MODEL/samples/ (the card shows them)")
     card.set_defaults(func=_card)
 
     push = subparsers.add_parser("push", help="upload the pipeline (Hub layout, model card) to a model repo")
@@ -206,6 +246,9 @@ def _upload_flags(p) -> None:
 
 
 def _card(args) -> int:
+    if args.make_samples:
+        check_pipeline_folder(Path(args.model))
+        render_samples(Path(args.model))
     text = render_card(args.repo_id, load_results(model_dir=Path(args.model)))
     if args.out == "-":
         print(text)

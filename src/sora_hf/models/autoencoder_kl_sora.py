@@ -81,8 +81,10 @@ PRESETS: dict[str, dict] = {
     # unit tests: the shipped layout at 0.1M parameters, milliseconds per call
     "tiny-test": dict(block_out_channels=(8, 16), latent_channels=4, layers_per_block=1, patch_size=2,
                       temporal_downsample=(True, True)),
-    # the shipped model (pipelines/sora-tiny/vae)
-    "sora-tiny": dict(block_out_channels=(64, 128), latent_channels=64, layers_per_block=1, patch_size=2,
+    # the shipped model (pipelines/sora-tiny/vae). 16 latent channels, not more: a DiT learns them several
+    # times faster (colour 72-89% vs 33-39% after the same 1,000 steps), and the analyzer still reads
+    # ~90% of shapes and motions from their reconstructions (64 channels: 36.7 dB but no DiT learned them here)
+    "sora-tiny": dict(block_out_channels=(64, 128), latent_channels=16, layers_per_block=1, patch_size=2,
                       temporal_downsample=(True, True)),
 }
 

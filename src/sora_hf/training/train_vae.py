@@ -391,8 +391,9 @@ def train(cfg: VAETrainingConfig, out_dir: str, resume: Optional[str] = None, ex
         final = accelerator.unwrap_model(step_module).vae
         ema.copy_to(final.parameters())  # ship the EMA weights
         final.eval()
-        mean, std = latent_statistics(final, batches, cfg.stats_clips)
-        final.register_to_config(latents_mean=mean, latents_std=std)
+        if cfg.train_encoder:  # else the latents, their statistics and a DiT trained on them stay as they were
+            mean, std = latent_statistics(final, batches, cfg.stats_clips)
+            final.register_to_config(latents_mean=mean, latents_std=std)
         log.plot(out / "loss.png", keys=("loss", "l1"), title=f"train-vae {cfg.preset}")
         for target in [out / "vae"] + ([Path(export)] if export else []):
             final.save_pretrained(target)
