@@ -101,7 +101,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="sora-tiny", choices=sorted(PRESETS))
     parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--latent-channels", type=int, default=64, help="the shipped VAE's latent channels")
+    parser.add_argument("--latent-channels", type=int, default=16, help="the shipped VAE's latent channels")
     parser.add_argument("--out", default="bench/results/dit_speed.json")
     args = parser.parse_args()
     torch.manual_seed(0)

@@ -1,6 +1,7 @@
 """Shared fixtures: tiny random pipelines (unit tests) and the shipped one (end-to-end)."""
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may download at test time
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "pipelines" / "sora-tiny"
+sys.path.insert(0, str(Path(__file__).parent / "helpers"))  # app_server, fake_hub, remote_load
 
 
 def make_tiny_pipeline(seed: int = 0):

@@ -15,7 +15,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from test_app import AppServer, tiny_model_dir  # noqa: F401  (tiny_model_dir is a fixture)
+from app_server import AppServer
+from test_app import tiny_model_dir  # noqa: F401  (a fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "artifacts" / "browser"

@@ -10,8 +10,7 @@ import pytest
 
 from sora_hf.hub import check_pipeline_folder, check_repo_id, render_card
 
-sys.path.insert(0, str(Path(__file__).parent / "helpers"))
-from fake_hub import FakeHub  # noqa: E402
+from fake_hub import FakeHub
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -106,6 +106,8 @@ def test_train_dit_with_latent_cache_resumes_and_exports(vae_run, tmp_path):
     assert result["steps"] == 3
     assert json.loads((tmp_path / "pipe" / "transformer" / "provenance.json").read_text())["steps"] == 2
     assert not (tmp_path / "pipe" / "text_encoder").exists()  # data-only: the encoder comes from its pip package
+    # the exported folder carries the VAE's provenance beside its weights, not just the DiT's
+    assert (tmp_path / "pipe" / "vae" / "provenance.json").read_bytes() == (out / "export" / "provenance.json").read_bytes()
     pipe = SoraPipeline.from_pretrained(tmp_path / "pipe")
     frames = pipe("a red circle", height=32, width=32, num_frames=1, num_inference_steps=1,
                   generator=torch.Generator().manual_seed(0)).frames
