@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from sora_hf.pipeline_sora import SoraPipeline
@@ -45,14 +46,16 @@ def test_data_only_folder_loads_with_the_package(tiny_pipe, tmp_path):
     np.testing.assert_array_equal(generate(loaded), generate(tiny_pipe))
 
 
-def test_remote_code_load_without_sora_hf_gives_identical_frames(tiny_pipe, tmp_path):
+@pytest.mark.parametrize("which", ["tiny", pytest.param("shipped", marks=pytest.mark.slow)])
+def test_remote_code_load_without_sora_hf_gives_identical_frames(which, request, tmp_path):
+    pipe = request.getfixturevalue("tiny_pipe" if which == "tiny" else "shipped_pipe")
     repo = tmp_path / "repo"
-    tiny_pipe.save_pretrained(repo)
+    pipe.save_pretrained(repo)
     out = tmp_path / "frames.npy"
     result = subprocess.run([sys.executable, str(HELPER), str(repo), str(out)], capture_output=True, text=True,
                             env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HF_MODULES_CACHE": str(tmp_path / "modules")},
                             timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     remote, resaved = np.load(out)
-    np.testing.assert_array_equal(remote, generate(tiny_pipe))
+    np.testing.assert_array_equal(remote, generate(pipe))
     np.testing.assert_array_equal(resaved, remote)
