@@ -105,6 +105,9 @@ def test_train_dit_with_latent_cache_resumes_and_exports(vae_run, tmp_path):
     result = train_dit(dataclass_replace(cfg, steps=3), str(out / "export"), str(run))
     assert result["steps"] == 3
     assert json.loads((tmp_path / "pipe" / "transformer" / "provenance.json").read_text())["steps"] == 2
+    # re-export in place, the VAE read from the folder being written (as `--vae pipelines/sora-tiny/vae`)
+    train_dit(dataclass_replace(cfg, steps=3), str(tmp_path / "pipe" / "vae"), str(run), export=str(tmp_path / "pipe"))
+    assert json.loads((tmp_path / "pipe" / "transformer" / "provenance.json").read_text())["steps"] == 3
     assert not (tmp_path / "pipe" / "text_encoder").exists()  # data-only: the encoder comes from its pip package
     # the exported folder carries the VAE's provenance beside its weights, not just the DiT's
     assert (tmp_path / "pipe" / "vae" / "provenance.json").read_bytes() == (out / "export" / "provenance.json").read_bytes()

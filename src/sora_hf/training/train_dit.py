@@ -333,8 +333,9 @@ def train(cfg: DiTTrainingConfig, vae_path: str, out_dir: str, resume: bool = Tr
             export_dir = Path(export)
             pipe.transformer = final
             pipe.save_pretrained(export_dir, copy_code=False, include_text_encoder=False)
-            if (Path(vae_path) / "provenance.json").is_file():  # the VAE's own record travels with its weights
-                shutil.copyfile(Path(vae_path) / "provenance.json", export_dir / "vae" / "provenance.json")
+            vae_record, exported = Path(vae_path) / "provenance.json", export_dir / "vae" / "provenance.json"
+            if vae_record.is_file() and vae_record.resolve() != exported.resolve():  # travels with the weights
+                shutil.copyfile(vae_record, exported)
             write_json(export_dir / "transformer" / "provenance.json", provenance(
                 steps=step, wall_time_s=round(wall, 1), commands=history, metrics={"final_loss_avg20": final_loss},
                 training=dataclasses.asdict(cfg), vae=str(vae_path),
