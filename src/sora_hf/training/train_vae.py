@@ -399,7 +399,8 @@ def train(cfg: VAETrainingConfig, out_dir: str, resume: Optional[str] = None, ex
             final.save_pretrained(target)
             write_json(target / "provenance.json", provenance(
                 steps=step, wall_time_s=round(wall, 1), commands=history, metrics={"eval_fixed_set": metrics},
-                latents={"mean": final.config.latents_mean, "std": final.config.latents_std}, training=dataclasses.asdict(cfg), run_dir=str(out),
+                latents={"mean": final.config.latents_mean, "std": final.config.latents_std},
+                training=dataclasses.asdict(cfg), run_dir=str(out),
                 data="ShapeWorld v1, train split (all tiers, aspect ratios, durations, styles)"))
         result["saved"] = [str(out / "vae")] + ([export] if export else [])
     return result
