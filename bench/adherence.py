@@ -130,8 +130,8 @@ def main():
             frames = pipe(prompt, height=scene.height, width=scene.width, num_frames=scene.num_frames,
                           generator=torch.Generator().manual_seed(item["seed"] % 2**31), **call_defaults).frames[0]
             result = score(analyze(frames), scene)
-            groups = [caption_kind, f"{caption_kind} {'held-out' if held else 'seen'}",
-                      f"ratio {item['ratio']}", "image" if scene.num_frames == 1 else "video"] + (["held-out"] if held else [])
+            groups = [caption_kind, f"{caption_kind} {'held-out' if held else 'seen'}", f"ratio {item['ratio']}",
+                      "image" if scene.num_frames == 1 else "video", *(["held-out"] if held else [])]
             for group in groups:
                 for attribute, ok in result.items():
                     totals[group][attribute].append(ok)
