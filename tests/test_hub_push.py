@@ -114,6 +114,14 @@ def test_card_numbers_come_from_result_files(tmp_path):
     card = render_card("org/model", results)
     assert "93.1%" in card and "37.25 dB" in card and "2.0 h" in card and "sora-hf train-vae" in card
     assert "| none | 38.50 | 0.9900 |" in card and "images\n39.50 dB" in card
+    # continued training: the card names both runs and adds them up
+    first = {"command": "sora-hf train-dit --steps 100", "steps": 100, "wall_time_s": 3600, "machine": "m",
+             "git_commit": "aaaaaaaaaaaa"}
+    second = {**first, "command": "sora-hf train-dit --init-from x", "steps": 50, "wall_time_s": 1800,
+              "git_commit": "bbbbbbbbbbbb", "init_from": {"path": "x", "provenance": first}}
+    card = render_card("org/model", {**results, "provenance": {"Diffusion transformer": second}})
+    assert "150 steps in 1.5 h, in 2 runs" in card
+    assert card.index("--steps 100`") < card.index("--init-from x`")  # oldest run first
     empty = render_card("org/model", {"adherence": None, "vae": None, "speed": None, "provenance": {}})
     assert "not measured yet" in empty
 

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from sora_hf.models.autoencoder_kl_sora import AutoencoderKLSora
 from sora_hf.pipeline_sora import SoraPipeline
-from sora_hf.training.train_dit import DiTTrainingConfig
+from sora_hf.training.train_dit import DiTTrainingConfig, lr_factor
 from sora_hf.training.train_dit import train as train_dit
 from sora_hf.training.train_vae import VAETrainingConfig
 from sora_hf.training.train_vae import train as train_vae
@@ -102,8 +102,11 @@ def test_train_dit_with_latent_cache_resumes_and_exports(vae_run, tmp_path):
     assert result["steps"] == 2 and (run / "latents-4-rank0.pt").exists()
     cache = torch.load(run / "latents-4-rank0.pt")
     assert len(cache) == 4 and cache[0]["latent"].shape[0] == 4  # tiny-test VAE: 4 latent channels
-    result = train_dit(dataclass_replace(cfg, steps=3), str(out / "export"), str(run))
+    # the resumed run adds a cool-down: the lr falls to 0 at its last step
+    result = train_dit(dataclass_replace(cfg, steps=3, decay_steps=2), str(out / "export"), str(run))
     assert result["steps"] == 3
+    logged = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["lr"] for r in logged] == [cfg.lr, cfg.lr, 0.0]
     assert json.loads((tmp_path / "pipe" / "transformer" / "provenance.json").read_text())["steps"] == 2
     # re-export in place, the VAE read from the folder being written (as `--vae pipelines/sora-tiny/vae`)
     train_dit(dataclass_replace(cfg, steps=3), str(tmp_path / "pipe" / "vae"), str(run), export=str(tmp_path / "pipe"))
@@ -115,6 +118,22 @@ def test_train_dit_with_latent_cache_resumes_and_exports(vae_run, tmp_path):
     frames = pipe("a red circle", height=32, width=32, num_frames=1, num_inference_steps=1,
                   generator=torch.Generator().manual_seed(0)).frames
     assert frames.shape == (1, 1, 32, 32, 3) and np.isfinite(frames).all()
+    # a new run continues from the exported weights (lr 0: they must come out unchanged) and keeps their history
+    init = tmp_path / "pipe" / "transformer"
+    train_dit(dataclass_replace(cfg, steps=1, lr=0.0, init_from=str(init)), str(out / "export"), str(tmp_path / "dit2"),
+              export=str(tmp_path / "pipe2"))
+    before, after = load_file(init / "diffusion_pytorch_model.safetensors"), load_file(
+        tmp_path / "pipe2" / "transformer" / "diffusion_pytorch_model.safetensors")
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    record = json.loads((tmp_path / "pipe2" / "transformer" / "provenance.json").read_text())
+    assert record["steps"] == 1 and record["init_from"]["provenance"]["steps"] == 3
+
+
+def test_lr_warms_up_stays_and_cools_down():
+    cfg = DiTTrainingConfig(steps=1000, warmup_steps=100, decay_steps=400)
+    factors = [lr_factor(step, cfg) for step in (0, 50, 100, 600, 800, 1000)]
+    assert factors == [0.0, 0.5, 1.0, 1.0, 0.5, 0.0]
+    assert lr_factor(5000, DiTTrainingConfig(steps=1000, warmup_steps=100)) == 1.0  # no decay: constant
 
 
 def dataclass_replace(cfg, **changes):

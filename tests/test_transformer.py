@@ -97,6 +97,20 @@ def test_padding_tokens_are_ignored():
                                model(x, t, padded, mask, pooled_projections=pooled).sample, atol=1e-5, rtol=1e-4)
 
 
+def test_fused_qkv_projections_give_the_same_output():
+    model = tiny_model()
+    x, t = torch.randn(2, C, 3, 4, 4), torch.tensor([100.0, 800.0])
+    tokens = text(2, 7)
+    with torch.no_grad():
+        out = model(x, t, tokens).sample
+        model.fuse_qkv_projections()  # diffusers' AttentionMixin: to_qkv (self), to_kv (cross)
+        assert model.blocks[0].attn1.fused_projections and hasattr(model.blocks[0].attn2, "to_kv")
+        model.blocks[0].attn1.to_q.weight.zero_()  # the unfused weights are no longer read ...
+        torch.testing.assert_close(model(x, t, tokens).sample, out, atol=1e-5, rtol=1e-4)
+        model.unfuse_qkv_projections()  # ... until unfused again
+        assert not torch.allclose(model(x, t, tokens).sample, out)
+
+
 def test_deterministic_and_save_load_identical(tmp_path):
     model = tiny_model()
     x, t = torch.randn(1, C, 3, 4, 4), torch.tensor([700.0])

@@ -111,9 +111,19 @@ def render_card(repo_id: str, results: Optional[dict] = None, template: Path = T
         tags=["text-to-video", "diffusion-transformer", "video-vae", "sora", "shapeworld", "sora-hf"],
     )
     results = {"samples": [], **(results if results is not None else load_results())}
+    results["training"] = {name: training_runs(p) for name, p in results.get("provenance", {}).items()}
     card = ModelCard.from_template(data, template_path=str(template), repo_id=repo_id,
                                    model_name=repo_id.split("/")[-1], license="Apache-2.0", **results)
     return str(card)
+
+
+def training_runs(record: dict) -> dict:
+    """A provenance record and the ones it continued from (`init_from`), as runs oldest first with totals."""
+    runs = []
+    while record:
+        runs.insert(0, {**record, "commands": record.get("commands") or [{"command": record["command"], "from_step": 0}]})
+        record = (record.get("init_from") or {}).get("provenance")
+    return {"runs": runs, "steps": sum(r["steps"] for r in runs), "wall_time_s": sum(r["wall_time_s"] for r in runs)}
 
 
 # Prompts outside the eval set's wording, one per motion, aspect ratio and duration the card should show

@@ -39,7 +39,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.loaders import PeftAdapterMixin
-from diffusers.models.attention import AttentionModuleMixin
+from diffusers.models.attention import AttentionMixin, AttentionModuleMixin
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.modeling_utils import ModelMixin
@@ -96,10 +96,10 @@ class SoraAttnProcessor:
 
     def __call__(self, attn: "SoraAttention", hidden_states, encoder_hidden_states=None, attention_mask=None,
                  rotary_emb=None):
-        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
-        q = attn.norm_q(attn.to_q(hidden_states)).unflatten(-1, (attn.heads, -1)).transpose(1, 2)  # (B, h, N, d)
-        k = attn.norm_k(attn.to_k(context)).unflatten(-1, (attn.heads, -1)).transpose(1, 2)  # (B, h, L, d)
-        v = attn.to_v(context).unflatten(-1, (attn.heads, -1)).transpose(1, 2)  # (B, h, L, d)
+        q, k, v = attn.project_qkv(hidden_states, encoder_hidden_states)  # (B, N or L, D) each
+        q = attn.norm_q(q).transpose(1, 2)  # (B, h, N, d)
+        k = attn.norm_k(k).transpose(1, 2)  # (B, h, L, d)
+        v = v.unflatten(-1, (attn.heads, -1)).transpose(1, 2)  # (B, h, L, d)
         if rotary_emb is not None:
             q, k = apply_rope(q, rotary_emb), apply_rope(k, rotary_emb)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask)  # (B, h, N, d)
@@ -113,6 +113,7 @@ class SoraAttention(nn.Module, AttentionModuleMixin):
     def __init__(self, dim: int, heads: int, context_dim: Optional[int] = None, eps: float = 1e-6):
         super().__init__()
         self.heads = heads
+        self.use_bias = True  # read by diffusers' fuse_projections()
         self.is_cross_attention = context_dim is not None
         context_dim = context_dim or dim
         self.to_q = nn.Linear(dim, dim)
@@ -127,9 +128,20 @@ class SoraAttention(nn.Module, AttentionModuleMixin):
     def forward(self, hidden_states, encoder_hidden_states=None, attention_mask=None, rotary_emb=None, **kwargs):
         return self.processor(self, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
 
+    def project_qkv(self, hidden_states, encoder_hidden_states=None):
+        """q from the tokens, k and v from the context (the text, or the tokens themselves); one matmul for
+        what `fuse_qkv_projections()` fused."""
+        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+        if self.fused_projections and not self.is_cross_attention:
+            return self.to_qkv(hidden_states).chunk(3, dim=-1)
+        q = self.to_q(hidden_states)
+        if self.fused_projections:
+            return (q, *self.to_kv(context).chunk(2, dim=-1))
+        return q, self.to_k(context), self.to_v(context)
+
 
 class _HeadRMSNorm(nn.Module):
-    """RMSNorm over each head's channels of a (B, N, heads * head_dim) tensor."""
+    """RMSNorm over each head's channels: (B, N, heads * head_dim) -> (B, N, heads, head_dim)."""
 
     def __init__(self, heads: int, head_dim: int, eps: float):
         super().__init__()
@@ -137,9 +149,7 @@ class _HeadRMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(head_dim))
 
     def forward(self, x):
-        x = x.unflatten(-1, (self.heads, -1))  # (B, N, h, d)
-        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
-        return x.flatten(-2)  # (B, N, h * d)
+        return F.rms_norm(x.unflatten(-1, (self.heads, -1)), self.weight.shape, self.weight, self.eps)  # (B, N, h, d)
 
 
 # ----------------------------------------------------------------------------
@@ -201,7 +211,7 @@ class TokenLayout:
     positions: torch.Tensor  # (B, N, 3) integer (t, y, x) patch coordinates
     token_frame: torch.Tensor  # (B, N) index of the token's frame in frame_cond's F axis
     self_mask: Optional[torch.Tensor]  # (B, 1, N, N) bool or None (all attend to all)
-    cross_mask: torch.Tensor  # (B, 1, N, L) bool
+    cross_mask: Optional[torch.Tensor]  # (B, 1, N, L) bool or None (every token sees every text token)
     tokens_per_frame: Optional[int] = None  # set for a dense t-major layout (equal tokens per frame)
 
 
@@ -216,7 +226,7 @@ def patch_positions(frames: int, height: int, width: int, device) -> torch.Tenso
 # The model
 # ----------------------------------------------------------------------------
 
-class SoraTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
+class SoraTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, AttentionMixin):
     """Diffusion transformer over spacetime latent patches with per-frame timesteps
     and per-frame (storyboard) text segments. Predicts the flow-matching velocity."""
 
@@ -369,7 +379,9 @@ class SoraTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin):
         patch_frame_seg = frame_seg[:, ::pt]  # (B, F')
         token_seg = torch.gather(patch_frame_seg, 1, token_frame)  # (B, N)
         cross_mask = (token_seg[:, :, None] == text_seg[:, None, :]) & text_valid[:, None, :]  # (B, N, L)
-        layout = TokenLayout(positions, token_frame, None, _never_empty(cross_mask)[:, None], tokens_per_frame=Hp * Wp)
+        # one segment and no padding (plain text->video) needs no mask, and SDPA is faster without one
+        cross_mask = None if cross_mask.all() else _never_empty(cross_mask)[:, None]
+        layout = TokenLayout(positions, token_frame, None, cross_mask, tokens_per_frame=Hp * Wp)
         frame_cond = self.frame_conditioning(timestep[:, ::pt], pooled, patch_frame_seg)
         out = self._run(self.patchify(hidden_states), frame_cond, encoder_hidden_states.to(self.dtype), layout)
         sample = self.unpatchify(out, Fr, H, W)

@@ -11,7 +11,10 @@ Every conditioning mode the creative tools need is trained from the first step:
 - classifier-free guidance: `text_dropout` of the clips get the empty prompt;
 - any size and duration: mixed aspect ratios and durations (images included)
   packed per batch (Patch n' Pack).
-The VAE is frozen; latents are encoded on the fly (ShapeWorld is infinite).
+The VAE is frozen; latents are encoded on the fly (ShapeWorld is infinite) or
+once into a cache (`latent_cache_clips`, the fast path on a CPU).
+The lr warms up, holds, and (with `decay_steps`) cools down linearly to 0 at
+`steps`; `init_from` continues from saved weights with a fresh optimiser.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import math
 import shutil
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Optional
 
@@ -38,6 +42,9 @@ class DiTTrainingConfig:
     # --- model
     preset: str = "sora-tiny"  # SoraTransformer3DModel preset (transformer_sora.PRESETS)
     patch_size: int = 2  # spatial patch of latent pixels
+    # start from this saved transformer (e.g. pipelines/sora-tiny/transformer) instead of a fresh preset; its
+    # provenance is kept inside the new one, so continued training names every run behind the weights
+    init_from: str = ""
     # --- data (ShapeWorld unless --video-folder)
     tier: int = 1  # 1: 64 px short side, 2: 128 px
     durations: tuple = (1, 17, 33)  # frames; 1 is an image
@@ -61,6 +68,9 @@ class DiTTrainingConfig:
     time_budget_h: float = 0.0  # > 0: also stop (and export) once this much wall-clock time has been trained
     lr: float = 5e-4
     warmup_steps: int = 100
+    # > 0: the lr falls linearly to 0 over the last decay_steps before `steps` (warmup-stable-decay); the
+    # stable phase has no planned end, so a resumed run can add the cool-down when it knows its length
+    decay_steps: int = 0
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     ema_decay: float = 0.998
@@ -210,6 +220,14 @@ def sample_cached(cache: list[dict], batch_size: int, rng: np.random.Generator):
         yield [cache[i] for i in rng.integers(len(cache), size=batch_size)]
 
 
+def lr_factor(step: int, cfg: DiTTrainingConfig) -> float:
+    """Warmup-stable-decay: linear warmup, constant, then (if cfg.decay_steps) linear decay to 0 at cfg.steps."""
+    warmup = min(1.0, step / max(1, cfg.warmup_steps))
+    if cfg.decay_steps <= 0:
+        return warmup
+    return warmup * min(1.0, max(0.0, (cfg.steps - step) / cfg.decay_steps))
+
+
 def flow_matching_loss(predictions: list[torch.Tensor], batch: dict) -> torch.Tensor:
     """Mean squared velocity error over the frames that carry noise, averaged per clip."""
     losses = []
@@ -227,7 +245,6 @@ def train(cfg: DiTTrainingConfig, vae_path: str, out_dir: str, resume: bool = Tr
           export: Optional[str] = None, video_folder: Optional[str] = None) -> dict:
     from accelerate import Accelerator
     from diffusers import FlowMatchEulerDiscreteScheduler
-    from diffusers.optimization import get_scheduler
     from diffusers.training_utils import EMAModel
     from tqdm.auto import tqdm
 
@@ -248,12 +265,19 @@ def train(cfg: DiTTrainingConfig, vae_path: str, out_dir: str, resume: bool = Tr
     text_encoder = _bundled_text_model("text_encoder").to(device).eval().requires_grad_(False)
     tokenizer = _bundled_text_model("tokenizer")
     scheduler = FlowMatchEulerDiscreteScheduler(shift=cfg.shift)
-    model = SoraTransformer3DModel(in_channels=vae.config.latent_channels, patch_size=cfg.patch_size,
-                                   max_tokens_per_row=cfg.max_tokens_per_row, **PRESETS[cfg.preset])
+    init_record = _init_provenance(cfg.init_from)  # read now: an in-place export overwrites it
+    if cfg.init_from:
+        model = SoraTransformer3DModel.from_pretrained(cfg.init_from)
+        if model.config.in_channels != vae.config.latent_channels:
+            raise ValueError(f"init_from={cfg.init_from!r} takes {model.config.in_channels} latent channels; the VAE "
+                             f"{vae_path!r} makes {vae.config.latent_channels}")
+    else:
+        model = SoraTransformer3DModel(in_channels=vae.config.latent_channels, patch_size=cfg.patch_size,
+                                       max_tokens_per_row=cfg.max_tokens_per_row, **PRESETS[cfg.preset])
     pipe = SoraPipeline(transformer=model, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
                         scheduler=scheduler)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
-    lr_scheduler = get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=cfg.warmup_steps)
+    lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(lr_factor, cfg=cfg))
     ema = EMAModel(model.parameters(), decay=cfg.ema_decay, use_ema_warmup=True, model_cls=SoraTransformer3DModel,
                    model_config=model.config)
     model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
@@ -341,8 +365,17 @@ def train(cfg: DiTTrainingConfig, vae_path: str, out_dir: str, resume: bool = Tr
                 steps=step, wall_time_s=round(wall, 1), commands=history, metrics={"final_loss_avg20": final_loss},
                 training=dataclasses.asdict(cfg), vae=str(vae_path),
                 latent_cache=json.loads(cache_path.with_suffix(".json").read_text()) if cache_path else None,
-                data="ShapeWorld v1 (train split)" if not video_folder else f"video folder {video_folder}"))
+                data="ShapeWorld v1 (train split)" if not video_folder else f"video folder {video_folder}",
+                init_from=init_record))
     return result
+
+
+def _init_provenance(init_from: str) -> Optional[dict]:
+    """Where the starting weights came from: their folder and, if they have one, their provenance.json."""
+    if not init_from:
+        return None
+    record = Path(init_from) / "provenance.json"
+    return {"path": init_from, "provenance": json.loads(record.read_text()) if record.is_file() else None}
 
 
 def _with_num_frames(items: list[dict]) -> list[dict]:
