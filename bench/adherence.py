@@ -5,8 +5,13 @@ pipeline generates a clip from the scene's `short` caption and another from
 its `long` caption, at the scene's size and duration and the pipeline's default
 settings; the analyzer then reads colour, shape and motion from the pixels.
 Scenes hold one object, so the clip's dominant object is scored against it (a
-noisy clip with the right colour only as a speck does not pass). Held-out compositions (purple triangle, orange square, green
-circle), each aspect ratio, and images are reported separately.
+noisy clip with the right colour only as a speck does not pass). Held-out
+compositions (purple triangle, orange square, green circle), each aspect ratio,
+and images are reported separately.
+
+The same scoring of the pipeline VAE's reconstruction of each true clip gives
+the ceiling: what a perfect DiT could reach through this VAE, so a shortfall is
+put on the right model.
 
     python bench/adherence.py --model pipelines/sora-tiny --num-scenes 300
 """
@@ -66,6 +71,14 @@ def psnr_uint8(a: np.ndarray, b: np.ndarray) -> float:
     return 100.0 if mse == 0 else float(10 * np.log10(255.0**2 / mse))
 
 
+@torch.no_grad()
+def vae_roundtrip(pipe, frames: np.ndarray) -> np.ndarray:
+    """(F, H, W, 3) uint8 -> the pipeline VAE's reconstruction, (F, H, W, 3) floats in [0, 1]."""
+    video = torch.from_numpy(frames).permute(3, 0, 1, 2)[None].float() / 127.5 - 1  # (1, 3, F, H, W)
+    decoded = pipe.decode_latents(pipe.encode_video(video))
+    return ((decoded[0].permute(1, 2, 3, 0).clamp(-1, 1) + 1) / 2).cpu().numpy()
+
+
 def image_to_video(pipe, num_scenes: int, call_defaults: dict) -> dict:
     """Image->video at strength 1: the eval scene's first frame is given, the short caption asks for the
     rest; the first decoded frame must match the image, and the clip should still follow the caption."""
@@ -120,11 +133,14 @@ def main():
     pipe = load_pipeline(args.model)
     call_defaults = {} if args.steps is None else {"num_inference_steps": args.steps}
     totals = defaultdict(lambda: defaultdict(list))  # group -> attribute -> [bool]
+    ceiling = defaultdict(list)  # attribute -> [bool], the analyzer on VAE reconstructions of the true clips
     start = time.time()
     for item in tqdm(scene_plan(args.num_scenes), desc="adherence", unit="scene"):
         clip = render_clip(item["seed"], "eval", **item["kwargs"])
         scene = clip.scene
         held = scene.is_held_out()
+        for attribute, ok in score(analyze(vae_roundtrip(pipe, clip.frames)), scene).items():
+            ceiling[attribute].append(ok)
         for caption_kind in ("short", "long"):
             prompt = getattr(clip.captions, caption_kind)
             frames = pipe(prompt, height=scene.height, width=scene.width, num_frames=scene.num_frames,
@@ -141,7 +157,11 @@ def main():
     print(f"{'group':22s} {'colour':>8s} {'shape':>8s} {'motion':>8s} {'n':>5s}")
     for group, r in sorted(summary.items()):
         print(f"{group:22s} {100 * r['colour']:7.1f}% {100 * r['shape']:7.1f}% {100 * r['motion']:7.1f}% {r['n']:5d}")
+    vae_ceiling = {a: float(np.mean(v)) for a, v in ceiling.items()} | {"n": len(ceiling["colour"])}
+    print(f"{'VAE reconstruction':22s} {100 * vae_ceiling['colour']:7.1f}% {100 * vae_ceiling['shape']:7.1f}% "
+          f"{100 * vae_ceiling['motion']:7.1f}% {vae_ceiling['n']:5d}  (the true clips through the VAE: the ceiling)")
     result = {"num_scenes": args.num_scenes, "model": args.model, "seconds": round(time.time() - start, 1),
+              "vae_ceiling": vae_ceiling,
               "by_caption": {k: summary[f"{k} seen"] for k in ("short", "long") if f"{k} seen" in summary},
               "held_out": summary.get("held-out"), "groups": summary,
               "targets": {"colour": TARGETS["colour"], "motion": TARGETS["motion"], "shape": TARGETS["shape"]}}

@@ -105,7 +105,9 @@ def test_folder_checks(model_dir, tmp_path):
 
 def test_card_numbers_come_from_result_files(tmp_path):
     results = {"adherence": {"num_scenes": 300, "by_caption": {"short": {"colour": 0.931, "shape": 0.84, "motion": 0.8}},
-                             "held_out": None},
+                             "held_out": None, "vae_ceiling": {"colour": 1.0, "shape": 0.873, "motion": 0.8}},
+               "probe": {"num_scenes": 60, "sigmas": [0.3, 0.9], "attributes": {"shape": {
+                   p: {"penalty": 0.016, "true_caption_wins": 0.65} for p in ("both", "tokens", "pooled")}}},  # attribute_probe.py
                "vae": {"clips": 200, "psnr_mean": 37.25, "ssim_mean": 0.9812, "images": {"psnr": 39.5, "ssim": 0.99},
                        "per_style": {"none": {"psnr": 38.5, "ssim": 0.99, "clips": 40}}},  # vae_reconstruction.py
                "speed": None, "provenance": {"Video VAE": {"command": "sora-hf train-vae", "steps": 10,
@@ -114,6 +116,7 @@ def test_card_numbers_come_from_result_files(tmp_path):
     card = render_card("org/model", results)
     assert "93.1%" in card and "37.25 dB" in card and "2.0 h" in card and "sora-hf train-vae" in card
     assert "| none | 38.50 | 0.9900 |" in card and "images\n39.50 dB" in card
+    assert "(the ceiling)* | 100.0% | 87.3% | 80.0% |" in card and "| shape | +1.6% (65% wins) |" in card
     # continued training: the card names both runs and adds them up
     first = {"command": "sora-hf train-dit --steps 100", "steps": 100, "wall_time_s": 3600, "machine": "m",
              "git_commit": "aaaaaaaaaaaa"}

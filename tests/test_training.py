@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from sora_hf.models.autoencoder_kl_sora import AutoencoderKLSora
 from sora_hf.pipeline_sora import SoraPipeline
-from sora_hf.training.train_dit import DiTTrainingConfig, lr_factor
+from sora_hf.training.train_dit import DiTTrainingConfig, lr_factor, sample_sigmas
 from sora_hf.training.train_dit import train as train_dit
 from sora_hf.training.train_vae import VAETrainingConfig
 from sora_hf.training.train_vae import train as train_vae
@@ -134,6 +134,15 @@ def test_lr_warms_up_stays_and_cools_down():
     factors = [lr_factor(step, cfg) for step in (0, 50, 100, 600, 800, 1000)]
     assert factors == [0.0, 0.5, 1.0, 1.0, 0.5, 0.0]
     assert lr_factor(5000, DiTTrainingConfig(steps=1000, warmup_steps=100)) == 1.0  # no decay: constant
+
+
+def test_uniform_fraction_trains_the_low_noise_end():
+    rng = np.random.default_rng(0)
+    shifted = sample_sigmas(20000, rng, DiTTrainingConfig(shift=3.0))
+    mixed = sample_sigmas(20000, rng, DiTTrainingConfig(shift=3.0, uniform_fraction=0.5))
+    assert (shifted < 0.2).float().mean() < 0.02  # the shifted logit-normal alone hardly visits low noise
+    assert abs((mixed < 0.2).float().mean() - 0.5 * 0.2) < 0.02  # half the clips now spread over [0, 1]
+    assert ((mixed >= 0) & (mixed <= 1)).all() and abs(mixed.median() - 0.5) < 0.2
 
 
 def dataclass_replace(cfg, **changes):

@@ -96,6 +96,7 @@ def load_results(results_dir: Path = RESULTS, model_dir: Path = DEFAULT_MODEL) -
     return {
         "samples": read(Path(model_dir) / "samples" / "samples.json") or [],
         "adherence": read(Path(results_dir) / "adherence.json"),
+        "probe": read(Path(results_dir) / "attribute_probe.json"),
         "vae": read(Path(results_dir) / "vae_reconstruction.json"),
         "speed": {**(read(Path(results_dir) / "pipeline_speed.json") or {}).get("card", {}),
                   **(read(Path(results_dir) / "app_latency.json") or {}).get("card", {})} or None,

@@ -59,6 +59,10 @@ class DiTTrainingConfig:
     # the steps above sigma 0.85 (1 puts 4%), where layout is decided; sampling the shipped DiT with shift 3 beat
     # shift 1 on 30 eval scenes (long-caption colour 87 vs 83%, short-caption shape 26 vs 17%)
     shift: float = 3.0
+    # this fraction of clips draws sigma ~ U(0, 1) instead, since the shifted logit-normal puts <1% of them below
+    # sigma 0.2, where the last sampling steps work. Measured on the shipped DiT, 700 more steps with 0.5 vs 0:
+    # eval velocity error at sigma 0.05 / 0.1 / 0.2 ended 12 / 8 / 6% lower, adherence on 48 scenes the same
+    uniform_fraction: float = 0.0
     text_dropout: float = 0.1
     condition_fraction: float = 0.3  # clips with clean / low-noise frames
     long_caption_fraction: float = 0.5  # else the short caption
@@ -103,6 +107,16 @@ def sample_frame_caps(latent_frames: int, rng: np.random.Generator, fraction: fl
     level = 0.0 if rng.random() < 0.5 else float(rng.uniform(0, 1))
     caps[np.minimum(chosen, latent_frames - 1)] = level
     return caps
+
+
+def sample_sigmas(n: int, rng: np.random.Generator, cfg: DiTTrainingConfig) -> torch.Tensor:
+    """(n,) clip noise levels: shifted logit-normal (SD3), or U(0, 1) for `uniform_fraction` of the clips."""
+    u = torch.sigmoid(torch.from_numpy(rng.normal(cfg.logit_mean, cfg.logit_std, n)).float())
+    sigmas = cfg.shift * u / (1 + (cfg.shift - 1) * u)
+    if cfg.uniform_fraction > 0:  # no extra draws otherwise: runs without it keep their random stream
+        uniform = torch.from_numpy(rng.random(n) < cfg.uniform_fraction)
+        sigmas = torch.where(uniform, torch.from_numpy(rng.random(n)).float(), sigmas)
+    return sigmas
 
 
 def latent_frame_segments(segments: list[dict], num_frames: int, latent_frames: int, temporal: int) -> list[int]:
@@ -167,8 +181,7 @@ class BatchMaker:
         latents = self.encode_latents(items)
         texts = [choose_texts(item, rng, cfg) for item in items]
         tokens, pooled, text_seg = self.encode_texts(texts)
-        u = torch.sigmoid(torch.from_numpy(rng.normal(cfg.logit_mean, cfg.logit_std, len(items))).float())
-        sigmas = cfg.shift * u / (1 + (cfg.shift - 1) * u)  # (N,)
+        sigmas = sample_sigmas(len(items), rng, cfg)  # (N,)
         noisy, targets, timesteps, frame_seg, weights = [], [], [], [], []
         temporal = self.pipe.vae_scale_factor_temporal
         for i, (item, z0) in enumerate(zip(items, latents)):
