@@ -304,8 +304,9 @@ class SoraTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Attentio
     def frame_conditioning(self, timestep: torch.Tensor, pooled: torch.Tensor, frame_segment_ids: torch.Tensor):
         """timestep (B, F') in [0, 1000]; pooled (B, S, P); frame_segment_ids (B, F') -> (B, F', D)."""
         B, Fr = timestep.shape
-        t_emb = self.time_embed(self.time_proj(timestep.reshape(-1)).to(self.dtype)).reshape(B, Fr, -1)  # (B, F', D)
-        pooled_emb = self.pooled_embed(pooled.to(self.dtype))  # (B, S, D)
+        dtype = self.dtype  # read once: ModelMixin.dtype walks every module (~0.3 ms for sora-tiny)
+        t_emb = self.time_embed(self.time_proj(timestep.reshape(-1)).to(dtype)).reshape(B, Fr, -1)  # (B, F', D)
+        pooled_emb = self.pooled_embed(pooled.to(dtype))  # (B, S, D)
         seg = frame_segment_ids.clamp(0, pooled.shape[1] - 1)
         return t_emb + torch.gather(pooled_emb, 1, seg[..., None].expand(-1, -1, pooled_emb.shape[-1]))
 
@@ -315,7 +316,7 @@ class SoraTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Attentio
         head_dim = self.config.hidden_size // self.config.num_attention_heads
         rotary_emb = rope_frequencies(layout.positions, head_dim, self.config.rope_theta)[:, None]  # (B, 1, N, d/2)
         x = self.patch_embed(tokens)  # (B, N, D)
-        text = self.caption_projection(text)  # (B, L, D)
+        text = self.caption_projection(text.to(frame_cond.dtype))  # (B, L, D)
         token_frame = layout.tokens_per_frame or layout.token_frame
         for block in self.blocks:
             args = (x, frame_cond, token_frame, text, layout.self_mask, layout.cross_mask, rotary_emb)
@@ -383,7 +384,7 @@ class SoraTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Attentio
         cross_mask = None if cross_mask.all() else _never_empty(cross_mask)[:, None]
         layout = TokenLayout(positions, token_frame, None, cross_mask, tokens_per_frame=Hp * Wp)
         frame_cond = self.frame_conditioning(timestep[:, ::pt], pooled, patch_frame_seg)
-        out = self._run(self.patchify(hidden_states), frame_cond, encoder_hidden_states.to(self.dtype), layout)
+        out = self._run(self.patchify(hidden_states), frame_cond, encoder_hidden_states, layout)
         sample = self.unpatchify(out, Fr, H, W)
         return Transformer2DModelOutput(sample=sample) if return_dict else (sample,)
 
@@ -482,7 +483,7 @@ class SoraTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Attentio
         frame_ids = torch.arange(Fmax, device=device).expand(R, -1)
         frame_cond = self.frame_conditioning(timestep, frame_pooled.squeeze(2), frame_ids)  # (R, Fmax, D)
         layout = TokenLayout(positions, token_frame, self_mask[:, None], _never_empty(cross_mask)[:, None])
-        return tokens, frame_cond, text.to(self.dtype), layout, spans
+        return tokens, frame_cond, text, layout, spans
 
 
 # ----------------------------------------------------------------------------
