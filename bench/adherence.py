@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from sora_hf.data import frames_to_video
 from sora_hf.eval import analyze
 from sora_hf.shapeworld import ASPECT_RATIOS, EVAL_SEED_START, HELD_OUT, render_clip
 from sora_hf.training.common import write_json
@@ -73,10 +74,10 @@ def psnr_uint8(a: np.ndarray, b: np.ndarray) -> float:
 
 @torch.no_grad()
 def vae_roundtrip(pipe, frames: np.ndarray) -> np.ndarray:
-    """(F, H, W, 3) uint8 -> the pipeline VAE's reconstruction, (F, H, W, 3) floats in [0, 1]."""
-    video = torch.from_numpy(frames).permute(3, 0, 1, 2)[None].float() / 127.5 - 1  # (1, 3, F, H, W)
-    decoded = pipe.decode_latents(pipe.encode_video(video))
-    return ((decoded[0].permute(1, 2, 3, 0).clamp(-1, 1) + 1) / 2).cpu().numpy()
+    """(F, H, W, 3) uint8 -> the pipeline VAE's reconstruction, as the pipeline returns frames: (F, H, W, 3)
+    floats in [0, 1]."""
+    decoded = pipe.decode_latents(pipe.encode_video(frames_to_video(frames)[None]))  # (1, 3, F, H, W)
+    return pipe.video_processor.postprocess_video(decoded.float(), output_type="np")[0]
 
 
 def image_to_video(pipe, num_scenes: int, call_defaults: dict) -> dict:

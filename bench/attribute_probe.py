@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from sora_hf.data import frames_to_video
 from sora_hf.shapeworld import (ASPECT_RATIOS, COLOURS, EVAL_SEED_START, MOTIONS, SHAPES, caption, render_scene,
                                 sample_scene)
 from sora_hf.shapeworld.world import SCENE_BACKGROUNDS, colour_allowed
@@ -85,17 +86,17 @@ def main():
         h, w = ratios[i % len(ratios)]
         scene = sample_scene(EVAL_SEED_START + 31337 + 7919 * i, "eval", height=h, width=w,
                              num_frames=1 if i % 4 == 3 else 17, storyboard=False, num_objects=1, style="none")
-        video = torch.from_numpy(render_scene(scene).frames).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
-        z = pipe.encode_video(video)  # (1, C, F', H', W')
+        clip = render_scene(scene)
+        z = pipe.encode_video(frames_to_video(clip.frames)[None])  # (1, C, F', H', W')
         noises = {s: torch.randn(z.shape, generator=generator) for s in SIGMAS}
+        # one changed scene per attribute, so the short and the long caption are probed with the same change
+        others = {a: counterfactual(scene, a, rng) for a in ATTRIBUTES}
+        wrong_captions = {a: caption(other) for a, other in others.items() if other is not None}
         for kind in ("short", "long"):
-            right = pipe.encode_prompt(getattr(caption(scene), kind))
+            right = pipe.encode_prompt(getattr(clip.captions, kind))
             base = {s: velocity_error(pipe.transformer, z, s, noises[s], right) for s in SIGMAS}
-            for attribute in ATTRIBUTES:
-                other = counterfactual(scene, attribute, rng)
-                if other is None:
-                    continue
-                wrong = pipe.encode_prompt(getattr(caption(other), kind))
+            for attribute, captions in wrong_captions.items():
+                wrong = pipe.encode_prompt(getattr(captions, kind))
                 texts = {"both": wrong, "tokens": (wrong[0], wrong[1], right[2]), "pooled": (*right[:2], wrong[2])}
                 for path, text in texts.items():
                     for s in SIGMAS:
