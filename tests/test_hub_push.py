@@ -88,8 +88,12 @@ def test_bad_input_fails_before_any_network_call(model_dir, tmp_path, args, need
     assert hub.requests == []
 
 
-def test_folder_checks(model_dir, tmp_path):
+def test_folder_checks(model_dir, tmp_path, tiny_pipe):
     check_pipeline_folder(model_dir)
+    sharded = tmp_path / "sharded"  # how train-dit exports: weights in shards under 20 MB
+    tiny_pipe.save_pretrained(sharded, copy_code=False, include_text_encoder=False, max_shard_size="40KB")
+    assert not (sharded / "transformer" / "diffusion_pytorch_model.safetensors").exists()
+    check_pipeline_folder(sharded)
     index = json.loads((model_dir / "model_index.json").read_text())
     broken = tmp_path / "broken"
     broken.mkdir()

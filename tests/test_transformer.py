@@ -142,3 +142,25 @@ def test_bad_latent_shapes(shape, needle):
 def test_bad_timestep_shape():
     with pytest.raises(ValueError, match="timestep shape"):
         tiny_model()(torch.randn(2, C, 3, 4, 4), torch.ones(2, 4), text(2))
+
+
+def test_with_patch_size_starts_from_the_coarser_model():
+    coarse = tiny_model(patch_size=2)
+    fine = coarse.with_patch_size(1)
+    assert fine.config.patch_size == 1 and coarse.config.patch_size == 2
+    coarse_state, fine_state = coarse.state_dict(), fine.state_dict()
+    for name, value in fine_state.items():  # everything size-free is copied exactly
+        if not name.startswith(("patch_embed.", "proj_out.")):
+            assert torch.equal(value, coarse_state[name]), name
+    # the fine embedding of a latent pixel = the coarse embedding of that pixel upsampled to a 2x2 patch
+    pixel = torch.randn(1, C, 1, 1, 1)
+    upsampled = pixel.expand(1, C, 1, 2, 2)
+    torch.testing.assert_close(fine.patch_embed(fine.patchify(pixel)), coarse.patch_embed(coarse.patchify(upsampled)))
+    # the fine output of a hidden state = the mean of the coarse outputs over the 2x2 pixels it covers
+    hidden = torch.randn(1, 1, fine.config.hidden_size)
+    torch.testing.assert_close(fine.unpatchify(fine.proj_out(hidden), 1, 1, 1),
+                               coarse.unpatchify(coarse.proj_out(hidden), 1, 2, 2).mean(dim=(3, 4), keepdim=True))
+    x = torch.randn(1, C, 3, 4, 6)
+    assert fine(x, torch.tensor([300.0]), text()).sample.shape == x.shape
+    with pytest.raises(ValueError, match=r"patch_size=3 must divide the current patch_size=2"):
+        coarse.with_patch_size(3)

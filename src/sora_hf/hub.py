@@ -65,7 +65,8 @@ def check_pipeline_folder(folder: Path) -> None:
         if name not in allowed:
             raise ValueError(f"{index_path}: {key}={entry!r} names an unknown class; allowed: {sorted(allowed)}")
     for sub, weights in WEIGHT_FILES.items():
-        if not (folder / sub / weights).is_file():
+        sharded_index = folder / sub / f"{weights}.index.json"  # save_pretrained(max_shard_size=...) writes shards
+        if not (folder / sub / weights).is_file() and not sharded_index.is_file():
             raise ValueError(f"--model={str(folder)!r} lacks {sub}/{weights}: the model is not trained yet "
                              "(train and export it with `sora-hf train-vae` / `sora-hf train-dit`)")
 

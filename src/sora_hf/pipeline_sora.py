@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import math
 import os
 import shutil
 from dataclasses import dataclass
@@ -166,7 +167,8 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
     def check_inputs(self, prompt, negative_prompt, height, width, num_frames, num_inference_steps, guidance_scale,
                      num_videos_per_prompt, prompt_embeds, negative_prompt_embeds, output_type,
                      callback_on_step_end_tensor_inputs, conditions, storyboard):
-        multiple = self.vae_scale_factor_spatial * self.transformer.config.patch_size
+        # frames live on ShapeWorld's and the app's 16 px grid; a model with coarser tokens asks for its own multiple
+        multiple = math.lcm(16, self.vae_scale_factor_spatial * self.transformer.config.patch_size)
         for name, value in (("height", height), ("width", width)):
             if not isinstance(value, int) or value <= 0 or value % multiple:
                 raise ValueError(f"{name}={value!r} must be a positive multiple of {multiple}")

@@ -310,6 +310,30 @@ class SoraTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Attentio
         seg = frame_segment_ids.clamp(0, pooled.shape[1] - 1)
         return t_emb + torch.gather(pooled_emb, 1, seg[..., None].expand(-1, -1, pooled_emb.shape[-1]))
 
+    def with_patch_size(self, patch_size: int) -> "SoraTransformer3DModel":
+        """A copy with a finer spatial patch that starts from this model's weights.
+
+        Everything but the patch embedding and the output projection is size-free and is copied. The new
+        embedding reads a patch as the old one read that patch upsampled to its own size (the sum of the old
+        weights over each block of pixels); the new output is the mean of the old outputs over each block.
+        Finer patches give more tokens per frame, which is what renders small objects' shapes."""
+        old = self.config.patch_size
+        if patch_size < 1 or old % patch_size:
+            raise ValueError(f"patch_size={patch_size} must divide the current patch_size={old}")
+        model = type(self).from_config({**self.config, "patch_size": patch_size})
+        k, pt, c_in, c_out = old // patch_size, self.config.patch_size_t, self.config.in_channels, self.out_channels
+        state = {name: value for name, value in self.state_dict().items()
+                 if not name.startswith(("patch_embed.", "proj_out."))}
+        w_in = self.patch_embed.weight.reshape(-1, c_in, pt, patch_size, k, patch_size, k)  # (D, C, pt, p, k, p, k)
+        w_out = self.proj_out.weight.reshape(c_out, pt, patch_size, k, patch_size, k, -1)  # (C, pt, p, k, p, k, D)
+        b_out = self.proj_out.bias.reshape(c_out, pt, patch_size, k, patch_size, k)
+        state.update({
+            "patch_embed.weight": w_in.sum(dim=(4, 6)).flatten(1), "patch_embed.bias": self.patch_embed.bias,
+            "proj_out.weight": w_out.mean(dim=(3, 5)).reshape(-1, w_out.shape[-1]),
+            "proj_out.bias": b_out.mean(dim=(3, 5)).flatten()})
+        model.load_state_dict(state)
+        return model.to(self.device)  # float32, like a freshly built model
+
     # --- the block stack, shared by both forwards ----------------------------
 
     def _run(self, tokens, frame_cond, text, layout: TokenLayout):

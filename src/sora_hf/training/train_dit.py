@@ -41,7 +41,9 @@ from .common import (RunLog, latest_checkpoint, load_checkpoint, provenance, rec
 class DiTTrainingConfig:
     # --- model
     preset: str = "sora-tiny"  # SoraTransformer3DModel preset (transformer_sora.PRESETS)
-    patch_size: int = 2  # spatial patch of latent pixels
+    # spatial patch of latent pixels; 0 keeps init_from's (2 for a fresh model). A finer one than init_from's
+    # starts from its weights (SoraTransformer3DModel.with_patch_size)
+    patch_size: int = 0
     # start from this saved transformer (e.g. pipelines/sora-tiny/transformer) instead of a fresh preset; its
     # provenance is kept inside the new one, so continued training names every run behind the weights
     init_from: str = ""
@@ -284,8 +286,11 @@ def train(cfg: DiTTrainingConfig, vae_path: str, out_dir: str, resume: bool = Tr
         if model.config.in_channels != vae.config.latent_channels:
             raise ValueError(f"init_from={cfg.init_from!r} takes {model.config.in_channels} latent channels; the VAE "
                              f"{vae_path!r} makes {vae.config.latent_channels}")
+        if cfg.patch_size and cfg.patch_size != model.config.patch_size:
+            model = model.with_patch_size(cfg.patch_size)
+        model.register_to_config(max_tokens_per_row=cfg.max_tokens_per_row)  # the packed forward reads it
     else:
-        model = SoraTransformer3DModel(in_channels=vae.config.latent_channels, patch_size=cfg.patch_size,
+        model = SoraTransformer3DModel(in_channels=vae.config.latent_channels, patch_size=cfg.patch_size or 2,
                                        max_tokens_per_row=cfg.max_tokens_per_row, **PRESETS[cfg.preset])
     pipe = SoraPipeline(transformer=model, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
                         scheduler=scheduler)
@@ -370,7 +375,8 @@ def train(cfg: DiTTrainingConfig, vae_path: str, out_dir: str, resume: bool = Tr
         if export:  # a data-only pipeline folder: model_index.json, transformer/, vae/, scheduler/
             export_dir = Path(export)
             pipe.transformer = final
-            pipe.save_pretrained(export_dir, copy_code=False, include_text_encoder=False)
+            # shards under 20 MB keep every file in git small; diffusers loads them transparently
+            pipe.save_pretrained(export_dir, copy_code=False, include_text_encoder=False, max_shard_size="18MB")
             vae_record, exported = Path(vae_path) / "provenance.json", export_dir / "vae" / "provenance.json"
             if vae_record.is_file() and vae_record.resolve() != exported.resolve():  # travels with the weights
                 shutil.copyfile(vae_record, exported)
