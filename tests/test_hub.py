@@ -46,6 +46,20 @@ def test_data_only_folder_loads_with_the_package(tiny_pipe, tmp_path):
     np.testing.assert_array_equal(generate(loaded), generate(tiny_pipe))
 
 
+def test_resave_in_the_other_weight_layout_leaves_no_stale_files(tiny_pipe, tmp_path):
+    tiny_pipe.save_pretrained(tmp_path, copy_code=False, include_text_encoder=False)
+    tiny_pipe.save_pretrained(tmp_path, copy_code=False, include_text_encoder=False, max_shard_size="40KB")
+    names = {p.name for p in (tmp_path / "transformer").iterdir()}
+    assert "diffusion_pytorch_model.safetensors" not in names and "diffusion_pytorch_model.safetensors.index.json" in names
+    loaded = SoraPipeline.from_pretrained(tmp_path)
+    loaded.set_progress_bar_config(disable=True)
+    np.testing.assert_array_equal(generate(loaded), generate(tiny_pipe))
+    tiny_pipe.save_pretrained(tmp_path, copy_code=False, include_text_encoder=False)  # and back to one file
+    for folder in ("transformer", "vae"):
+        weights = sorted(p.name for p in (tmp_path / folder).glob("diffusion_pytorch_model*"))
+        assert weights == ["diffusion_pytorch_model.safetensors"], weights
+
+
 @pytest.mark.parametrize("which", ["tiny", pytest.param("shipped", marks=pytest.mark.slow)])
 def test_remote_code_load_without_sora_hf_gives_identical_frames(which, request, tmp_path):
     pipe = request.getfixturevalue("tiny_pipe" if which == "tiny" else "shipped_pipe")

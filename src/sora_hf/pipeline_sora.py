@@ -140,6 +140,9 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
                              "`sora-hf push` or huggingface_hub.upload_folder")
         super().save_pretrained(save_directory, safe_serialization=safe_serialization, variant=variant, **kwargs)
         root = os.path.abspath(save_directory)
+        if variant is None:
+            for name in ("transformer", "vae"):
+                _remove_stale_weights(os.path.join(root, name))
         if copy_code:  # a data-only folder keeps the package's module paths: only sora_hf loads it
             index_path = os.path.join(root, "model_index.json")
             with open(index_path) as f:
@@ -535,6 +538,24 @@ def _mean_pool(states, mask):
 def _to_uint8(x) -> np.ndarray:
     x = np.asarray(x)
     return x if x.dtype == np.uint8 else (np.clip(x, 0, 1) * 255).round().astype(np.uint8)
+
+
+def _remove_stale_weights(folder: str) -> None:
+    """A save over a folder whose weights had the other layout (one file vs shards, e.g. an in-place export
+    with `max_shard_size`) leaves the old files behind, and diffusers prefers the shard index when both
+    exist; keep only the files of the newest save."""
+    single = os.path.join(folder, "diffusion_pytorch_model.safetensors")
+    index = single + ".index.json"
+    if not os.path.isdir(folder):
+        return
+    if os.path.isfile(index) and (not os.path.isfile(single) or os.path.getmtime(index) >= os.path.getmtime(single)):
+        with open(index) as f:
+            keep = set(json.load(f)["weight_map"].values()) | {os.path.basename(index)}
+    else:
+        keep = {os.path.basename(single)}
+    for file in os.listdir(folder):
+        if file.startswith("diffusion_pytorch_model") and file.endswith((".safetensors", ".json")) and file not in keep:
+            os.remove(os.path.join(folder, file))
 
 
 def _module_stem(cls) -> str:
