@@ -42,7 +42,9 @@ class DiTTrainingConfig:
     # --- model
     preset: str = "sora-tiny"  # SoraTransformer3DModel preset (transformer_sora.PRESETS)
     # spatial patch of latent pixels; 0 keeps init_from's (2 for a fresh model). A finer one than init_from's
-    # starts from its weights (SoraTransformer3DModel.with_patch_size)
+    # starts from its weights (SoraTransformer3DModel.with_patch_size). Measured: the shipped DiT plus 1,500 steps
+    # at patch 1 (1.7 h, 4x the tokens) vs as shipped, 60 eval scenes: colour 97 vs 93%, shape 35 vs 29%, motion
+    # 56 vs 53%; the 17x64x64 clip takes 1.82 vs 0.84 s
     patch_size: int = 0
     # start from this saved transformer (e.g. pipelines/sora-tiny/transformer) instead of a fresh preset; its
     # provenance is kept inside the new one, so continued training names every run behind the weights
