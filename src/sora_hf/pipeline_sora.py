@@ -544,10 +544,10 @@ def _remove_stale_weights(folder: str) -> None:
     """A save over a folder whose weights had the other layout (one file vs shards, e.g. an in-place export
     with `max_shard_size`) leaves the old files behind, and diffusers prefers the shard index when both
     exist; keep only the files of the newest save."""
-    single = os.path.join(folder, "diffusion_pytorch_model.safetensors")
-    index = single + ".index.json"
     if not os.path.isdir(folder):
         return
+    single = os.path.join(folder, "diffusion_pytorch_model.safetensors")
+    index = single + ".index.json"
     if os.path.isfile(index) and (not os.path.isfile(single) or os.path.getmtime(index) >= os.path.getmtime(single)):
         with open(index) as f:
             keep = set(json.load(f)["weight_map"].values()) | {os.path.basename(index)}

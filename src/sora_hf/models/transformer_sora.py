@@ -316,7 +316,8 @@ class SoraTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Attentio
         Everything but the patch embedding and the output projection is size-free and is copied. The new
         embedding reads a patch as the old one read that patch upsampled to its own size (the sum of the old
         weights over each block of pixels); the new output is the mean of the old outputs over each block.
-        Finer patches give more tokens per frame, which is what renders small objects' shapes."""
+        Finer patches give more tokens per frame (4x from 2 to 1), so a small object spans several tokens
+        instead of sitting inside one."""
         old = self.config.patch_size
         if patch_size < 1 or old % patch_size:
             raise ValueError(f"patch_size={patch_size} must divide the current patch_size={old}")
