@@ -546,15 +546,17 @@ def _remove_stale_weights(folder: str) -> None:
     exist; keep only the files of the newest save."""
     if not os.path.isdir(folder):
         return
-    single = os.path.join(folder, "diffusion_pytorch_model.safetensors")
-    index = single + ".index.json"
+    from diffusers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFETENSORS_WEIGHTS_NAME
+
+    single, index = os.path.join(folder, SAFETENSORS_WEIGHTS_NAME), os.path.join(folder, SAFE_WEIGHTS_INDEX_NAME)
     if os.path.isfile(index) and (not os.path.isfile(single) or os.path.getmtime(index) >= os.path.getmtime(single)):
         with open(index) as f:
             keep = set(json.load(f)["weight_map"].values()) | {os.path.basename(index)}
     else:
         keep = {os.path.basename(single)}
     for file in os.listdir(folder):
-        if file.startswith("diffusion_pytorch_model") and file.endswith((".safetensors", ".json")) and file not in keep:
+        if file.startswith(SAFETENSORS_WEIGHTS_NAME.split(".")[0]) and file.endswith((".safetensors", ".index.json")) \
+                and file not in keep:
             os.remove(os.path.join(folder, file))
 
 
