@@ -7,7 +7,9 @@ settings; the analyzer then reads colour, shape and motion from the pixels.
 Scenes hold one object, so the clip's dominant object is scored against it (a
 noisy clip with the right colour only as a speck does not pass). Held-out
 compositions (purple triangle, orange square, green circle), each aspect ratio,
-and images are reported separately.
+each object size, and images are reported separately, with a confusion table
+of the shape read against the shape asked for (which way the misses go).
+`--steps` and `--guidance-scale` measure other sampler settings.
 
 The same scoring of the pipeline VAE's reconstruction of each true clip gives
 the ceiling: what a perfect DiT could reach through this VAE, so a shortfall is
@@ -51,6 +53,13 @@ def scene_plan(num_scenes: int) -> list[dict]:
             kwargs.update(colour=colour, shape=shape)
         plan.append({"seed": EVAL_SEED_START + 7919 * i, "ratio": ratio, "kwargs": kwargs})
     return plan
+
+
+def dominant_shape(analysis) -> str:
+    """The shape the analyzer reads on the clip's dominant object ("none" when it finds no object)."""
+    if not analysis.objects:
+        return "none"
+    return max(analysis.objects, key=lambda o: o.mean_area * o.track.visible.sum()).shape
 
 
 def score(analysis, scene, segment: int = 0) -> dict[str, bool]:
@@ -124,6 +133,7 @@ def main():
     parser.add_argument("--model", default="pipelines/sora-tiny")
     parser.add_argument("--num-scenes", type=int, default=300)
     parser.add_argument("--steps", type=int, default=None, help="default: the pipeline's default")
+    parser.add_argument("--guidance-scale", type=float, default=None, help="default: the pipeline's default")
     parser.add_argument("--i2v-scenes", type=int, default=30, help="image->video scenes (0: skip)")
     parser.add_argument("--storyboard-scenes", type=int, default=60, help="two-segment storyboards (0: skip)")
     parser.add_argument("--out", default="bench/results/adherence.json")
@@ -132,9 +142,11 @@ def main():
     from sora_hf.app import load_pipeline
 
     pipe = load_pipeline(args.model)
-    call_defaults = {} if args.steps is None else {"num_inference_steps": args.steps}
+    call_defaults = {name: value for name, value in (("num_inference_steps", args.steps),
+                                                     ("guidance_scale", args.guidance_scale)) if value is not None}
     totals = defaultdict(lambda: defaultdict(list))  # group -> attribute -> [bool]
     ceiling = defaultdict(list)  # attribute -> [bool], the analyzer on VAE reconstructions of the true clips
+    confusion = defaultdict(lambda: defaultdict(int))  # true shape -> shape read on the generated clip -> count
     start = time.time()
     for item in tqdm(scene_plan(args.num_scenes), desc="adherence", unit="scene"):
         clip = render_clip(item["seed"], "eval", **item["kwargs"])
@@ -146,9 +158,12 @@ def main():
             prompt = getattr(clip.captions, caption_kind)
             frames = pipe(prompt, height=scene.height, width=scene.width, num_frames=scene.num_frames,
                           generator=torch.Generator().manual_seed(item["seed"] % 2**31), **call_defaults).frames[0]
-            result = score(analyze(frames), scene)
+            analysis = analyze(frames)
+            result = score(analysis, scene)
+            confusion[scene.objects[0].shape][dominant_shape(analysis)] += 1
             groups = [caption_kind, f"{caption_kind} {'held-out' if held else 'seen'}", f"ratio {item['ratio']}",
-                      "image" if scene.num_frames == 1 else "video", *(["held-out"] if held else [])]
+                      "image" if scene.num_frames == 1 else "video", f"size {scene.objects[0].size}",
+                      *(["held-out"] if held else [])]
             for group in groups:
                 for attribute, ok in result.items():
                     totals[group][attribute].append(ok)
@@ -161,8 +176,14 @@ def main():
     vae_ceiling = {a: float(np.mean(v)) for a, v in ceiling.items()} | {"n": len(ceiling["colour"])}
     print(f"{'VAE reconstruction':22s} {100 * vae_ceiling['colour']:7.1f}% {100 * vae_ceiling['shape']:7.1f}% "
           f"{100 * vae_ceiling['motion']:7.1f}% {vae_ceiling['n']:5d}  (the true clips through the VAE: the ceiling)")
+    read_as = ["circle", "square", "triangle", "none"]
+    print("shape confusion (rows: the scene's shape, columns: what the analyzer reads on the generated clip)")
+    print(" " * 10 + "".join(f"{name:>10s}" for name in read_as))
+    for truth, row in sorted(confusion.items()):
+        print(f"{truth:10s}" + "".join(f"{row.get(name, 0):10d}" for name in read_as))
     result = {"num_scenes": args.num_scenes, "model": args.model, "seconds": round(time.time() - start, 1),
-              "vae_ceiling": vae_ceiling,
+              "settings": call_defaults or "the pipeline's defaults", "vae_ceiling": vae_ceiling,
+              "shape_confusion": {truth: dict(row) for truth, row in confusion.items()},
               "by_caption": {k: summary[f"{k} seen"] for k in ("short", "long") if f"{k} seen" in summary},
               "held_out": summary.get("held-out"), "groups": summary,
               "targets": {"colour": TARGETS["colour"], "motion": TARGETS["motion"], "shape": TARGETS["shape"]}}

@@ -61,8 +61,10 @@ def test_train_vae_resumes_and_refuses_to_overwrite(vae_run):
 
 def test_decoder_only_finetune_keeps_the_latents(vae_run, tmp_path):
     out, _ = vae_run
-    cfg = VAETrainingConfig(steps=2, init_from=str(out / "export"), train_encoder=False, **TINY_VAE)
-    train_vae(cfg, str(tmp_path / "ft"))
+    cfg = VAETrainingConfig(steps=2, init_from=str(out / "export"), train_encoder=False, latent_noise=0.3,
+                            **TINY_VAE)
+    result = train_vae(cfg, str(tmp_path / "ft"))
+    assert result["eval"]["psnr_noisy"] < result["eval"]["psnr"]  # noisy latents decode worse than clean ones
     before, after = out / "export", tmp_path / "ft" / "vae"
     for name, tensor in weights(before, "encoder.").items():
         assert torch.equal(weights(after, "encoder.")[name], tensor), name
@@ -71,6 +73,32 @@ def test_decoder_only_finetune_keeps_the_latents(vae_run, tmp_path):
     config = lambda folder: json.loads((folder / "config.json").read_text())  # noqa: E731
     for key in ("latents_mean", "latents_std"):
         assert config(after)[key] == config(before)[key], key
+
+
+def test_latent_noise_is_in_the_dits_units_and_needs_a_frozen_encoder(vae_run, tmp_path):
+    from sora_hf.training.train_vae import TrainStep, add_latent_noise
+
+    out, _ = vae_run
+    vae = AutoencoderKLSora.from_pretrained(out / "export")
+    z = vae.denormalize_latents(torch.randn(3, vae.config.latent_channels, 2, 8, 8))
+    noisy = add_latent_noise(vae, z, torch.tensor([0.0, 0.1, 0.5]), torch.Generator().manual_seed(0))
+    added = vae.normalize_latents(noisy) - vae.normalize_latents(z)  # what the DiT would see
+    assert torch.allclose(added[0], torch.zeros_like(added[0]), atol=1e-5)
+    assert abs(added[1].std().item() - 0.1) < 0.02 and abs(added[2].std().item() - 0.5) < 0.1
+    # the training step decodes noised latents only when asked to
+    x = torch.rand(2, 3, 5, 32, 32) * 2 - 1
+    decoded = {}
+    for level in (0.0, 1.0):
+        torch.manual_seed(0)
+        decoded[level] = TrainStep(vae, latent_noise=level)(x)[0]
+    torch.manual_seed(0)
+    assert torch.equal(TrainStep(vae)(x)[0], decoded[0.0])
+    assert (decoded[1.0] - decoded[0.0]).abs().mean() > 0.01
+    for kwargs, match in ((dict(latent_noise=0.3), "latent_noise=0.3 needs train_encoder=False"),
+                          (dict(latent_noise=-1.0, train_encoder=False), "latent_noise=-1.0 must be >= 0")):
+        with pytest.raises(ValueError, match=match):
+            train_vae(VAETrainingConfig(steps=1, init_from=str(out / "export"), **kwargs, **TINY_VAE),
+                      str(tmp_path / "refused"))
 
 
 def test_pca_skeleton_is_a_good_linear_autoencoder():
