@@ -177,3 +177,13 @@ def dataclass_replace(cfg, **changes):
     import dataclasses
 
     return dataclasses.replace(cfg, **changes)
+
+
+def test_progress_bar_total_follows_the_time_budget():
+    from sora_hf.training.common import steps_within_budget
+
+    assert steps_within_budget(3000, 100, 60.0, 0.0) == 3000  # no budget: the step count ends the run
+    assert steps_within_budget(100_000, 100, 60.0, 1.0) == 6000  # 100 steps a minute for an hour
+    assert steps_within_budget(3000, 100, 60.0, 1.0) == 3000  # the steps end it first
+    assert steps_within_budget(100_000, 500, 4000.0, 1.0) == 500  # over budget: it ends now
+    assert steps_within_budget(100_000, 0, 0.0, 1.0) == 100_000  # no pace yet

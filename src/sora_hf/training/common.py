@@ -117,6 +117,14 @@ def record_command(out_dir: Path, step: int) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def steps_within_budget(steps: int, step: int, wall_time_s: float, time_budget_h: float) -> int:
+    """The step a run will end at: `steps`, or fewer where its wall-clock budget ends it first (at the pace
+    of the steps so far). A progress bar's total, so that its ETA is the run's real end."""
+    if time_budget_h <= 0 or step <= 0 or wall_time_s <= 0:
+        return steps
+    return max(step, min(steps, round(step * 3600 * time_budget_h / wall_time_s)))
+
+
 def write_json(path: Path, data: dict) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

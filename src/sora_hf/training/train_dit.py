@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from .common import (RunLog, latest_checkpoint, load_checkpoint, provenance, record_command, save_checkpoint,
-                     write_json)
+                     steps_within_budget, write_json)
 
 
 @dataclass
@@ -351,9 +351,10 @@ def train(cfg: DiTTrainingConfig, vae_path: str, out_dir: str, resume: bool = Tr
         optimizer.zero_grad(set_to_none=True)
         ema.step(accelerator.unwrap_model(model).parameters())
         step += 1
+        wall = wall_before + time.time() - start
+        bar.total = steps_within_budget(cfg.steps, step, wall, cfg.time_budget_h)
         bar.update()
         bar.set_postfix(loss=f"{loss.item():.4f}")
-        wall = wall_before + time.time() - start
         if step % cfg.log_every == 0 or step == cfg.steps:
             log.write(step, loss=loss.item(), grad_norm=float(grad_norm), lr=lr_scheduler.get_last_lr()[0],
                       wall_time_s=round(wall, 1))

@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 
 from .common import (RunLog, latest_checkpoint, load_checkpoint, provenance, record_command, save_checkpoint,
-                     write_json)
+                     steps_within_budget, write_json)
 from .train_dit import add_dataclass_arguments, config_from_args
 
 STYLES = ("none", "stop-motion", "neon", "pixel", "sketch")
@@ -409,6 +409,7 @@ def train(cfg: VAETrainingConfig, out_dir: str, resume: Optional[str] = None, ex
         ema.step(accelerator.unwrap_model(step_module).vae.parameters())
         step += 1
         wall = wall_before + time.time() - start
+        bar.total = steps_within_budget(cfg.steps, step, wall, cfg.time_budget_h)
         bar.update()
         bar.set_postfix(loss=f"{loss.item():.4f}", shape="x".join(map(str, x.shape[:1] + x.shape[2:])))
         if step % cfg.log_every == 0:
