@@ -9,7 +9,8 @@ noisy clip with the right colour only as a speck does not pass). Held-out
 compositions (purple triangle, orange square, green circle), each aspect ratio,
 each object size, and images are reported separately, with a confusion table
 of the shape read against the shape asked for (which way the misses go).
-`--steps` and `--guidance-scale` measure other sampler settings.
+`--steps`, `--guidance-scale` and `--guidance-interval` measure other sampler
+settings.
 
 The same scoring of the pipeline VAE's reconstruction of each true clip gives
 the ceiling: what a perfect DiT could reach through this VAE, so a shortfall is
@@ -134,6 +135,8 @@ def main():
     parser.add_argument("--num-scenes", type=int, default=300)
     parser.add_argument("--steps", type=int, default=None, help="default: the pipeline's default")
     parser.add_argument("--guidance-scale", type=float, default=None, help="default: the pipeline's default")
+    parser.add_argument("--guidance-interval", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                        help="noise levels where guidance applies; default: the pipeline's default")
     parser.add_argument("--i2v-scenes", type=int, default=30, help="image->video scenes (0: skip)")
     parser.add_argument("--storyboard-scenes", type=int, default=60, help="two-segment storyboards (0: skip)")
     parser.add_argument("--out", default="bench/results/adherence.json")
@@ -143,7 +146,9 @@ def main():
 
     pipe = load_pipeline(args.model)
     call_defaults = {name: value for name, value in (("num_inference_steps", args.steps),
-                                                     ("guidance_scale", args.guidance_scale)) if value is not None}
+                                                     ("guidance_scale", args.guidance_scale),
+                                                     ("guidance_interval", args.guidance_interval))
+                     if value is not None}
     totals = defaultdict(lambda: defaultdict(list))  # group -> attribute -> [bool]
     ceiling = defaultdict(list)  # attribute -> [bool], the analyzer on VAE reconstructions of the true clips
     confusion = defaultdict(lambda: defaultdict(int))  # true shape -> shape read on the generated clip -> count

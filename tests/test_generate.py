@@ -38,6 +38,9 @@ def test_generate_image_and_storyboard(model_dir, tmp_path):
                  "--model", str(model_dir), "--size", "32x32", "--frames", "9", "--steps", "2", "--seed", "2",
                  "--out", str(tmp_path)]) == 0
     assert read_video(tmp_path / "sora_2.mp4").shape[0] == 9
+    assert main(["generate", "a red ball", "--model", str(model_dir), "--size", "32x32", "--frames", "image",
+                 "--steps", "2", "--seed", "3", "--guidance-interval", "0.1", "0.5", "--out", str(tmp_path)]) == 0
+    assert json.loads((tmp_path / "sora_3.json").read_text())["guidance_interval"] == [0.1, 0.5]
 
 
 @pytest.mark.parametrize("argv,needle", [
@@ -47,6 +50,7 @@ def test_generate_image_and_storyboard(model_dir, tmp_path):
     ([], "give a prompt or --storyboard"),
     (["a ball", "--variations", "0"], "--variations=0"),
     (["a ball", "--model", "/nonexistent"], "is not a pipeline folder"),
+    (["a ball", "--guidance-interval", "0.6", "0.2"], "guidance_interval=(0.6, 0.2)"),
 ])
 def test_generate_bad_input(model_dir, tmp_path, capsys, argv, needle):
     extra = [] if "--model" in argv else ["--model", str(model_dir)]

@@ -84,6 +84,26 @@ def test_callbacks_progress_and_interrupt(tiny_pipe):
     assert steps == [0, 1]
 
 
+def test_guidance_interval_guides_only_the_noise_levels_inside_it(tiny_pipe):
+    batches = []
+    hook = tiny_pipe.transformer.register_forward_hook(lambda m, args, out: batches.append(args[0].shape[0]))
+    try:
+        full = run(tiny_pipe, guidance_scale=5.0, output_type="latent").frames
+        assert batches == [2, 2]  # both branches at every step
+        batches.clear()
+        # two steps sample at sigma 1 and near 0 (the scheduler's last sigma): none lies in (0.1, 0.5]
+        outside = run(tiny_pipe, guidance_scale=5.0, guidance_interval=(0.1, 0.5), output_type="latent").frames
+        assert batches == [1, 1]  # no frame inside: the text branch alone, one pass a step
+        batches.clear()
+        first_only = run(tiny_pipe, guidance_scale=5.0, guidance_interval=(0.9, 1.0), output_type="latent").frames
+        assert batches == [2, 1]  # the schedule starts at sigma 1 and leaves the interval after one step
+    finally:
+        hook.remove()
+    unguided = run(tiny_pipe, guidance_scale=1.0, output_type="latent").frames
+    torch.testing.assert_close(outside, unguided)
+    assert not torch.allclose(first_only, full) and not torch.allclose(first_only, unguided)
+
+
 def test_prompt_embeds_equal_prompt(tiny_pipe):
     embeds, mask, _ = tiny_pipe.encode_prompt("a red ball bouncing")
     a = run(tiny_pipe, output_type="latent").frames
@@ -104,6 +124,8 @@ def test_prompt_embeds_equal_prompt(tiny_pipe):
     (dict(prompt=None, storyboard=[("a", 0, 12)]), "num_frames=9"),
     (dict(prompt=None), "exactly one of prompt"),
     (dict(num_videos_per_prompt=0), "num_videos_per_prompt=0"),
+    (dict(guidance_interval=(0.6, 0.2)), "guidance_interval=(0.6, 0.2)"),
+    (dict(guidance_interval=(0.0, 1.5)), "0 <= low < high <= 1"),
 ])
 def test_bad_input_names_the_argument(tiny_pipe, kwargs, needle):
     with pytest.raises(ValueError) as error:

@@ -43,6 +43,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--frames", default="2s", help="1 + 4k frames, or image, 2s, 4s, 8s")
     p.add_argument("--steps", type=int, default=20, help="denoising steps")
     p.add_argument("--guidance", type=float, default=4.0, help="classifier-free guidance scale")
+    p.add_argument("--guidance-interval", type=float, nargs=2, default=(0.0, 1.0), metavar=("LOW", "HIGH"),
+                   help="noise levels (LOW, HIGH] where guidance applies; steps outside cost one DiT pass")
     p.add_argument("--seed", type=int, default=None, help="default: random (the seed used is printed)")
     p.add_argument("--variations", type=int, default=1, help="videos per prompt (seeds seed, seed+1, ...)")
     p.add_argument("--storyboard", nargs="+", default=None, metavar="TEXT@START-END",
@@ -85,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     frames = pipe(prompt=args.prompt, negative_prompt=args.negative_prompt, height=height, width=width,
                   num_frames=num_frames, num_inference_steps=args.steps, guidance_scale=args.guidance,
                   num_videos_per_prompt=args.variations, generator=generators, conditions=conditions,
-                  storyboard=storyboard).frames
+                  storyboard=storyboard, guidance_interval=tuple(args.guidance_interval)).frames
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     suffix = ".png" if num_frames == 1 else ".mp4"
@@ -93,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
         path = out / f"sora_{seed + k}{suffix}"
         write_video(path, video, upscale=args.upscale)
         meta = {"prompt": args.prompt, "storyboard": storyboard, "seed": seed + k, "height": height, "width": width,
-                "num_frames": num_frames, "steps": args.steps, "guidance": args.guidance, "model": args.model}
+                "num_frames": num_frames, "steps": args.steps, "guidance": args.guidance,
+                "guidance_interval": list(args.guidance_interval), "model": args.model}
         path.with_suffix(".json").write_text(json.dumps(meta, indent=2))
         print(f"{path}  (seed {seed + k})")
     return 0
