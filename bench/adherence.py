@@ -7,8 +7,8 @@ settings; the analyzer then reads colour, shape and motion from the pixels.
 Scenes hold one object, so the clip's dominant object is scored against it (a
 noisy clip with the right colour only as a speck does not pass). Held-out
 compositions (purple triangle, orange square, green circle), each aspect ratio,
-each object size, and images are reported separately, with a confusion table
-of the shape read against the shape asked for (which way the misses go).
+each object size, and images are reported separately, with confusion tables of
+the shape and motion read against those asked for (which way the misses go).
 `--steps`, `--guidance-scale` and `--guidance-interval` measure other sampler
 settings.
 
@@ -56,24 +56,33 @@ def scene_plan(num_scenes: int) -> list[dict]:
     return plan
 
 
-def dominant_shape(analysis) -> str:
-    """The shape the analyzer reads on the clip's dominant object ("none" when it finds no object)."""
-    if not analysis.objects:
-        return "none"
-    return max(analysis.objects, key=lambda o: o.mean_area * o.track.visible.sum()).shape
+def dominant(analysis):
+    """The clip's dominant object (the largest visible area over its frames), or None."""
+    return max(analysis.objects, key=lambda o: o.mean_area * o.track.visible.sum(), default=None)
+
+
+def expected_motion(scene, segment: int = 0) -> str:
+    start, end = scene.segment_ranges()[segment]
+    return scene.objects[0].motions[segment].kind if end - start > 1 else "still"
 
 
 def score(analysis, scene, segment: int = 0) -> dict[str, bool]:
-    """The scene has one object, so the clip's (segment's) dominant object (largest visible area) must be
-    it: a clip that shows the right colour only as a speck among others does not count."""
-    truth = scene.objects[0]
-    if not analysis.objects:
+    """The scene has one object, so the clip's (segment's) dominant object must be it: a clip that shows
+    the right colour only as a speck among others does not count."""
+    truth, pick = scene.objects[0], dominant(analysis)
+    if pick is None:
         return {a: False for a in ATTRIBUTES}
-    pick = max(analysis.objects, key=lambda o: o.mean_area * o.track.visible.sum())
-    start, end = scene.segment_ranges()[segment]
-    expected_motion = truth.motions[segment].kind if end - start > 1 else "still"
     return {"colour": pick.colour == truth.colours[segment], "shape": pick.shape == truth.shape,
-            "motion": pick.motion == expected_motion}
+            "motion": pick.motion == expected_motion(scene, segment)}
+
+
+def print_confusion(attribute: str, table: dict) -> None:
+    """Rows: what the scenes asked for; columns: what the analyzer read on the generated clips."""
+    columns = sorted({read for row in table.values() for read in row})
+    print(f"{attribute} confusion (rows: asked for, columns: read on the generated clip)")
+    print(" " * 10 + "".join(f"{name:>9s}" for name in columns))
+    for truth, row in sorted(table.items()):
+        print(f"{truth:10s}" + "".join(f"{row.get(name, 0):9d}" for name in columns))
 
 
 def psnr_uint8(a: np.ndarray, b: np.ndarray) -> float:
@@ -151,7 +160,8 @@ def main():
                      if value is not None}
     totals = defaultdict(lambda: defaultdict(list))  # group -> attribute -> [bool]
     ceiling = defaultdict(list)  # attribute -> [bool], the analyzer on VAE reconstructions of the true clips
-    confusion = defaultdict(lambda: defaultdict(int))  # true shape -> shape read on the generated clip -> count
+    # attribute -> asked for -> read on the generated clip (its dominant object; "none": no object) -> count
+    confusion = {a: defaultdict(lambda: defaultdict(int)) for a in ("shape", "motion")}
     start = time.time()
     for item in tqdm(scene_plan(args.num_scenes), desc="adherence", unit="scene"):
         clip = render_clip(item["seed"], "eval", **item["kwargs"])
@@ -165,7 +175,10 @@ def main():
                           generator=torch.Generator().manual_seed(item["seed"] % 2**31), **call_defaults).frames[0]
             analysis = analyze(frames)
             result = score(analysis, scene)
-            confusion[scene.objects[0].shape][dominant_shape(analysis)] += 1
+            pick = dominant(analysis)
+            confusion["shape"][scene.objects[0].shape][pick.shape if pick else "none"] += 1
+            if scene.num_frames > 1:
+                confusion["motion"][expected_motion(scene)][pick.motion if pick else "none"] += 1
             groups = [caption_kind, f"{caption_kind} {'held-out' if held else 'seen'}", f"ratio {item['ratio']}",
                       "image" if scene.num_frames == 1 else "video", f"size {scene.objects[0].size}",
                       *(["held-out"] if held else [])]
@@ -181,14 +194,11 @@ def main():
     vae_ceiling = {a: float(np.mean(v)) for a, v in ceiling.items()} | {"n": len(ceiling["colour"])}
     print(f"{'VAE reconstruction':22s} {100 * vae_ceiling['colour']:7.1f}% {100 * vae_ceiling['shape']:7.1f}% "
           f"{100 * vae_ceiling['motion']:7.1f}% {vae_ceiling['n']:5d}  (the true clips through the VAE: the ceiling)")
-    read_as = ["circle", "square", "triangle", "none"]
-    print("shape confusion (rows: the scene's shape, columns: what the analyzer reads on the generated clip)")
-    print(" " * 10 + "".join(f"{name:>10s}" for name in read_as))
-    for truth, row in sorted(confusion.items()):
-        print(f"{truth:10s}" + "".join(f"{row.get(name, 0):10d}" for name in read_as))
+    for attribute, table in confusion.items():
+        print_confusion(attribute, table)
     result = {"num_scenes": args.num_scenes, "model": args.model, "seconds": round(time.time() - start, 1),
               "settings": call_defaults or "the pipeline's defaults", "vae_ceiling": vae_ceiling,
-              "shape_confusion": {truth: dict(row) for truth, row in confusion.items()},
+              "confusion": {a: {truth: dict(row) for truth, row in table.items()} for a, table in confusion.items()},
               "by_caption": {k: summary[f"{k} seen"] for k in ("short", "long") if f"{k} seen" in summary},
               "held_out": summary.get("held-out"), "groups": summary,
               "targets": {"colour": TARGETS["colour"], "motion": TARGETS["motion"], "shape": TARGETS["shape"]}}
