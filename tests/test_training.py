@@ -99,6 +99,7 @@ def test_latent_noise_is_in_the_dits_units_and_needs_a_frozen_encoder(vae_run, t
         with pytest.raises(ValueError, match=match):
             train_vae(VAETrainingConfig(steps=1, init_from=str(out / "export"), **kwargs, **TINY_VAE),
                       str(tmp_path / "refused"))
+        assert not (tmp_path / "refused").exists()  # refused before anything is written
 
 
 def test_pca_skeleton_is_a_good_linear_autoencoder():

@@ -315,6 +315,11 @@ def train(cfg: VAETrainingConfig, out_dir: str, resume: Optional[str] = None, ex
         raise ValueError(f"crop_frames={cfg.crop_frames} must all be 1 + 4k (1, 5, 9, 13, 17, ...)")
     if cfg.crop_size % 8 or cfg.crop_size < 8:
         raise ValueError(f"crop_size={cfg.crop_size} must be a positive multiple of 8")
+    if cfg.latent_noise < 0:
+        raise ValueError(f"latent_noise={cfg.latent_noise} must be >= 0 (0 switches the augmentation off)")
+    if cfg.latent_noise > 0 and cfg.train_encoder:
+        raise ValueError(f"latent_noise={cfg.latent_noise} needs train_encoder=False: its noise is in the units "
+                         "of the saved latent statistics, which a trained encoder would change")
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
     out = Path(out_dir)
@@ -347,11 +352,6 @@ def train(cfg: VAETrainingConfig, out_dir: str, resume: Optional[str] = None, ex
     if checkpoint is None and not cfg.init_from:  # a resumed run loads its skeleton with the rest
         kept = vae.init_skeleton_from_pca([next(batches) for _ in range(cfg.pca_batches)])
         accelerator.print(f"linear skeleton from the PCA of {cfg.pca_batches} batches: {kept:.2%} of the variance")
-    if cfg.latent_noise < 0:
-        raise ValueError(f"latent_noise={cfg.latent_noise} must be >= 0 (0 switches the augmentation off)")
-    if cfg.latent_noise > 0 and cfg.train_encoder:
-        raise ValueError(f"latent_noise={cfg.latent_noise} needs train_encoder=False: its noise is in the units "
-                         "of the saved latent statistics, which a trained encoder would change")
     if cfg.latent_noise > 0 and not vae.config.latents_std:
         raise ValueError(f"latent_noise={cfg.latent_noise} needs a VAE with latents_std in its config "
                          "(--init-from a trained, exported VAE)")
