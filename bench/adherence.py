@@ -66,10 +66,10 @@ def expected_motion(scene, segment: int = 0) -> str:
     return scene.objects[0].motions[segment].kind if end - start > 1 else "still"
 
 
-def score(analysis, scene, segment: int = 0) -> dict[str, bool]:
-    """The scene has one object, so the clip's (segment's) dominant object must be it: a clip that shows
-    the right colour only as a speck among others does not count."""
-    truth, pick = scene.objects[0], dominant(analysis)
+def score(pick, scene, segment: int = 0) -> dict[str, bool]:
+    """The scene has one object, so the clip's (segment's) dominant object, `pick` (see `dominant`), must be
+    it: a clip that shows the right colour only as a speck among others does not count."""
+    truth = scene.objects[0]
     if pick is None:
         return {a: False for a in ATTRIBUTES}
     return {"colour": pick.colour == truth.colours[segment], "shape": pick.shape == truth.shape,
@@ -113,7 +113,7 @@ def image_to_video(pipe, num_scenes: int, call_defaults: dict) -> dict:
                       conditions=[SoraCondition(image=image, frame_index=0, strength=1.0)],
                       generator=torch.Generator().manual_seed(i), **call_defaults).frames[0]
         psnrs.append(psnr_uint8(frames[0], image / 255.0))
-        motion_ok.append(score(analyze(frames), clip.scene)["motion"])
+        motion_ok.append(score(dominant(analyze(frames)), clip.scene)["motion"])
     return {"scenes": num_scenes, "first_frame_psnr_mean": round(float(np.mean(psnrs)), 2),
             "first_frame_psnr_min": round(float(np.min(psnrs)), 2), "motion": float(np.mean(motion_ok))}
 
@@ -132,7 +132,7 @@ def storyboard(pipe, num_scenes: int, call_defaults: dict) -> dict:
         frames = pipe(storyboard=cards, height=64, width=64, num_frames=33,
                       generator=torch.Generator().manual_seed(i), **call_defaults).frames[0]
         for s, analysis in enumerate(analyze_segments(frames, scene.segment_ranges())):
-            for attribute, ok in score(analysis, scene, segment=s).items():
+            for attribute, ok in score(dominant(analysis), scene, segment=s).items():
                 per_segment[f"segment {s}"][attribute].append(ok)
     return {seg: {a: float(np.mean(v)) for a, v in attrs.items()} | {"n": len(attrs["colour"])}
             for seg, attrs in per_segment.items()}
@@ -167,15 +167,14 @@ def main():
         clip = render_clip(item["seed"], "eval", **item["kwargs"])
         scene = clip.scene
         held = scene.is_held_out()
-        for attribute, ok in score(analyze(vae_roundtrip(pipe, clip.frames)), scene).items():
+        for attribute, ok in score(dominant(analyze(vae_roundtrip(pipe, clip.frames))), scene).items():
             ceiling[attribute].append(ok)
         for caption_kind in ("short", "long"):
             prompt = getattr(clip.captions, caption_kind)
             frames = pipe(prompt, height=scene.height, width=scene.width, num_frames=scene.num_frames,
                           generator=torch.Generator().manual_seed(item["seed"] % 2**31), **call_defaults).frames[0]
-            analysis = analyze(frames)
-            result = score(analysis, scene)
-            pick = dominant(analysis)
+            pick = dominant(analyze(frames))
+            result = score(pick, scene)
             confusion["shape"][scene.objects[0].shape][pick.shape if pick else "none"] += 1
             if scene.num_frames > 1:
                 confusion["motion"][expected_motion(scene)][pick.motion if pick else "none"] += 1
