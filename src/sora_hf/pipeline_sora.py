@@ -169,7 +169,7 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
 
     def check_inputs(self, prompt, negative_prompt, height, width, num_frames, num_inference_steps, guidance_scale,
                      num_videos_per_prompt, prompt_embeds, negative_prompt_embeds, output_type,
-                     callback_on_step_end_tensor_inputs, conditions, storyboard, guidance_interval=(0.0, 1.0)):
+                     callback_on_step_end_tensor_inputs, conditions, storyboard, guidance_interval):
         # frames live on ShapeWorld's and the app's 16 px grid; a model with coarser tokens asks for its own multiple
         multiple = math.lcm(16, self.vae_scale_factor_spatial * self.transformer.config.patch_size)
         for name, value in (("height", height), ("width", width)):
