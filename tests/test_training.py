@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from sora_hf.models.autoencoder_kl_sora import AutoencoderKLSora
 from sora_hf.pipeline_sora import SoraPipeline
-from sora_hf.training.train_dit import DiTTrainingConfig, lr_factor, sample_sigmas
+from sora_hf.training.train_dit import BatchMaker, DiTTrainingConfig, lr_factor, sample_sigmas
 from sora_hf.training.train_dit import train as train_dit
 from sora_hf.training.train_vae import VAETrainingConfig
 from sora_hf.training.train_vae import train as train_vae
@@ -156,6 +156,33 @@ def test_train_dit_with_latent_cache_resumes_and_exports(vae_run, tmp_path):
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
     record = json.loads((tmp_path / "pipe2" / "transformer" / "provenance.json").read_text())
     assert record["steps"] == 1 and record["init_from"]["provenance"]["steps"] == 3
+
+
+def test_batch_maker_encodes_each_caption_once(tiny_pipe):
+    maker = BatchMaker(tiny_pipe, DiTTrainingConfig(), np.random.default_rng(0), "cpu", text_memo_size=3)
+    encoded = []
+    hook = tiny_pipe.text_encoder.register_forward_hook(
+        lambda module, args, kwargs, out: encoded.append(kwargs["input_ids"].shape[0]), with_kwargs=True)
+    try:
+        tokens, pooled, text_seg = maker.encode_texts([["a red circle", "a blue square spinning on sand"],
+                                                       ["a red circle"]])
+        assert encoded == [2]  # one batch, each distinct caption once
+        for texts, item_tokens, item_pooled, item_seg in zip([["a red circle", "a blue square spinning on sand"],
+                                                              ["a red circle"]], tokens, pooled, text_seg):
+            alone = [tiny_pipe.encode_prompt(t, 1, 128, "cpu") for t in texts]  # (states, mask, pooled) each
+            expected = torch.cat([states[0][mask[0].bool()] for states, mask, _ in alone])
+            torch.testing.assert_close(item_tokens, expected, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(item_pooled, torch.cat([p for _, _, p in alone]), atol=1e-5, rtol=1e-5)
+            lengths = [int(mask.sum()) for _, mask, _ in alone]
+            assert item_seg.tolist() == [s for s, n in enumerate(lengths) for _ in range(n)]
+        encoded.clear()
+        again = maker.encode_texts([["a red circle"], ["a blue square spinning on sand"]])
+        assert encoded == [] and torch.equal(again[0][0], tokens[1])  # all from the memo
+        maker.encode_texts([["a green triangle"], ["a red circle", "a yellow circle bouncing"]])
+        assert encoded == [2] and len(maker.text_memo) == 3  # the least recently used caption made room
+        assert "a blue square spinning on sand" not in maker.text_memo and "a red circle" in maker.text_memo
+    finally:
+        hook.remove()
 
 
 def test_lr_warms_up_stays_and_cools_down():
