@@ -7,16 +7,22 @@ Pack against padding on a mixed-size batch.
 
 Weights are random (speed does not depend on them). The classifier-free
 guidance batch (2) of a 17x64x64 clip is the default case: latents
-(64, 5, 8, 8) -> 80 tokens per sample with 1x2x2 patches.
+(16, 5, 8, 8) -> 80 tokens per sample with 1x2x2 patches. The models take
+turns call by call, so drift on a shared machine hits them alike. Beside the
+full step it times our linear layers alone on the same inputs: the matmuls
+that any model of this width, depth and token count does, i.e. the floor
+that trimming everything else could reach.
 """
 
 import argparse
+import copy
 import json
 import statistics
 import time
 from pathlib import Path
 
 import torch
+import torch.nn as nn
 from diffusers import LTXVideoTransformer3DModel, WanTransformer3DModel
 
 from sora_hf.models.transformer_sora import PRESETS, SoraTransformer3DModel
@@ -25,17 +31,21 @@ TEXT_TOKENS = 24  # a typical caption
 TARGET_RATIO = 0.7
 
 
-def timed(fn, repeats: int) -> float:
-    """Median seconds per call after warm-up."""
+def timed(fns: dict, repeats: int) -> dict:
+    """Median seconds per call of each function, after warm-up. They take turns, one call each per round in
+    a rotating order, so the machine's drift during the run (large on a shared 2-core box) hits all alike."""
+    names = list(fns)
+    times = {name: [] for name in names}
     with torch.no_grad():
-        for _ in range(3):
-            fn()
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for fn in fns.values():
+            for _ in range(3):
+                fn()
+        for round_ in range(repeats):
+            for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+                start = time.perf_counter()
+                fns[name]()
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def build_models(preset: str, channels: int):
@@ -60,18 +70,35 @@ def step_latency(preset: str, latent: tuple, batch: int, repeats: int) -> dict:
     mask = torch.ones(batch, TEXT_TOKENS, dtype=torch.long)
     t_frames = torch.full((batch, F), 500.0)
     tokens = ours.patchify(x)  # (B, N, C*4): identical token count for LTX
-    results = {
-        "ours": timed(lambda: ours(x, t_frames, text, mask), repeats),
-        "wan": timed(lambda: wan(x, torch.full((batch,), 500.0), text), repeats),
-        "ltx": timed(lambda: ltx(tokens, text, torch.full((batch,), 500.0), mask, num_frames=F, height=H // 2,
-                                 width=W // 2), repeats),
-    }
-    ours.fuse_qkv_projections()  # diffusers' opt-in: one matmul for q, k, v (not with LoRA adapters loaded)
-    results["ours_fused_qkv"] = timed(lambda: ours(x, t_frames, text, mask), repeats)
+    linears = linear_calls(ours, (x, t_frames, text, mask))
+    fused = copy.deepcopy(ours)
+    fused.fuse_qkv_projections()  # diffusers' opt-in: one matmul for q, k, v (not with LoRA adapters loaded)
+    results = timed({
+        "ours": lambda: ours(x, t_frames, text, mask),
+        "wan": lambda: wan(x, torch.full((batch,), 500.0), text),
+        "ltx": lambda: ltx(tokens, text, torch.full((batch,), 500.0), mask, num_frames=F, height=H // 2, width=W // 2),
+        "ours_fused_qkv": lambda: fused(x, t_frames, text, mask),
+        "ours_linears_only": lambda: [nn.functional.linear(i, w, b) for i, w, b in linears],
+    }, repeats)
     results["ratio_vs_faster_peer"] = results["ours"] / min(results["wan"], results["ltx"])
     results["fused_ratio_vs_faster_peer"] = results["ours_fused_qkv"] / min(results["wan"], results["ltx"])
+    # the matmuls every model of this width, depth and token count must do (Wan and LTX do them too): the
+    # floor of ours/faster that any eager-mode trimming of the rest could reach
+    results["linears_only_ratio_vs_faster_peer"] = results["ours_linears_only"] / min(results["wan"], results["ltx"])
     results["tokens"] = tokens.shape[0] * tokens.shape[1]
     return results
+
+
+def linear_calls(model: nn.Module, inputs: tuple) -> list:
+    """(input, weight, bias) of every nn.Linear call in one forward, inputs replaced by random ones of their shape."""
+    calls = []
+    hooks = [m.register_forward_hook(lambda m, args, out: calls.append((torch.randn(args[0].shape), m.weight, m.bias)))
+             for m in model.modules() if isinstance(m, nn.Linear)]
+    with torch.no_grad():
+        model(*inputs)
+    for hook in hooks:
+        hook.remove()
+    return calls
 
 
 def packed_vs_padded(preset: str, channels: int, repeats: int) -> dict:
@@ -95,7 +122,7 @@ def packed_vs_padded(preset: str, channels: int, repeats: int) -> dict:
     def padded():
         model(padded_x, torch.full((len(shapes),), 500.0), padded_text)
 
-    t_packed, t_padded = timed(packed, repeats), timed(padded, repeats)
+    t_packed, t_padded = timed({"packed": packed, "padded": padded}, repeats).values()
     return {"real_tokens": real_tokens, "packed_tokens_per_s": real_tokens / t_packed,
             "padded_tokens_per_s": real_tokens / t_padded, "packed_speedup": t_padded / t_packed}
 
@@ -112,13 +139,13 @@ def main():
     cases = {"17x64x64 cfg (2x80 tokens)": ((C, 5, 8, 8), 2), "65x64x112 cfg (2x476 tokens)": ((C, 17, 8, 14), 2)}
     results = {"preset": args.preset, "latent_channels": C, "threads": torch.get_num_threads(), "cases": {}}
     print(f"{'case':30s} {'ours ms':>9s} {'fused ms':>9s} {'wan ms':>9s} {'ltx ms':>9s} {'ours/faster':>12s} "
-          f"{'fused/faster':>13s}")
+          f"{'fused/faster':>13s} {'linears/faster':>15s}")
     for name, (latent, batch) in cases.items():
         r = step_latency(args.preset, latent, batch, args.repeats)
         results["cases"][name] = r
         print(f"{name:30s} {r['ours'] * 1e3:9.1f} {r['ours_fused_qkv'] * 1e3:9.1f} {r['wan'] * 1e3:9.1f} "
-              f"{r['ltx'] * 1e3:9.1f} {r['ratio_vs_faster_peer']:11.2f}x {r['fused_ratio_vs_faster_peer']:12.2f}x  "
-              f"(target <= {TARGET_RATIO})")
+              f"{r['ltx'] * 1e3:9.1f} {r['ratio_vs_faster_peer']:11.2f}x {r['fused_ratio_vs_faster_peer']:12.2f}x "
+              f"{r['linears_only_ratio_vs_faster_peer']:14.2f}x  (target <= {TARGET_RATIO})")
     pack = packed_vs_padded(args.preset, C, max(5, args.repeats // 4))
     results["packing"] = pack
     print(f"mixed batch, {pack['real_tokens']} real tokens: packed {pack['packed_tokens_per_s']:.0f} tok/s, "
