@@ -9,8 +9,8 @@ noisy clip with the right colour only as a speck does not pass). Held-out
 compositions (purple triangle, orange square, green circle), each aspect ratio,
 each object size, and images are reported separately, with confusion tables of
 the shape and motion read against those asked for (which way the misses go).
-`--steps`, `--guidance-scale` and `--guidance-interval` measure other sampler
-settings.
+`--steps`, `--guidance-scale`, `--guidance-interval` and `--shift` measure other
+sampler settings.
 
 The same scoring of the pipeline VAE's reconstruction of each true clip gives
 the ceiling: what a perfect DiT could reach through this VAE, so a shortfall is
@@ -146,6 +146,8 @@ def main():
     parser.add_argument("--guidance-scale", type=float, default=None, help="default: the pipeline's default")
     parser.add_argument("--guidance-interval", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
                         help="noise levels where guidance applies; default: the pipeline's default")
+    parser.add_argument("--shift", type=float, default=None,
+                        help="the flow-matching scheduler's timestep shift; default: the pipeline's scheduler config")
     parser.add_argument("--i2v-scenes", type=int, default=30, help="image->video scenes (0: skip)")
     parser.add_argument("--storyboard-scenes", type=int, default=60, help="two-segment storyboards (0: skip)")
     parser.add_argument("--out", default="bench/results/adherence.json")
@@ -154,6 +156,8 @@ def main():
     from sora_hf.app import load_pipeline
 
     pipe = load_pipeline(args.model)
+    if args.shift is not None:
+        pipe.scheduler.set_shift(args.shift)
     call_defaults = {name: value for name, value in (("num_inference_steps", args.steps),
                                                      ("guidance_scale", args.guidance_scale),
                                                      ("guidance_interval", args.guidance_interval))
@@ -196,7 +200,7 @@ def main():
     for attribute, table in confusion.items():
         print_confusion(attribute, table)
     result = {"num_scenes": args.num_scenes, "model": args.model, "seconds": round(time.time() - start, 1),
-              "settings": call_defaults or "the pipeline's defaults", "vae_ceiling": vae_ceiling,
+              "settings": (call_defaults | {"shift": pipe.scheduler.shift}), "vae_ceiling": vae_ceiling,
               "confusion": {a: {truth: dict(row) for truth, row in table.items()} for a, table in confusion.items()},
               "by_caption": {k: summary[f"{k} seen"] for k in ("short", "long") if f"{k} seen" in summary},
               "held_out": summary.get("held-out"), "groups": summary,
