@@ -200,7 +200,7 @@ def main():
     for attribute, table in confusion.items():
         print_confusion(attribute, table)
     result = {"num_scenes": args.num_scenes, "model": args.model, "seconds": round(time.time() - start, 1),
-              "settings": (call_defaults | {"shift": pipe.scheduler.shift}), "vae_ceiling": vae_ceiling,
+              "settings": call_defaults | {"shift": pipe.scheduler.shift}, "vae_ceiling": vae_ceiling,
               "confusion": {a: {truth: dict(row) for truth, row in table.items()} for a, table in confusion.items()},
               "by_caption": {k: summary[f"{k} seen"] for k in ("short", "long") if f"{k} seen" in summary},
               "held_out": summary.get("held-out"), "groups": summary,

@@ -155,8 +155,8 @@ class BatchMaker:
                  text_memo_size: int = 8192):
         self.pipe, self.cfg, self.rng, self.device = pipe, cfg, rng, device
         # caption -> (token states of its real tokens (L, E), pooled (E,)) from the frozen text encoder, least
-        # recently used first. Captions repeat (a 2,000-clip latent cache draws each of its ~6,000 about 50
-        # times in a 10k-step run), and encoding them was 13% of a CPU step of the shipped model
+        # recently used first. Captions repeat (a 2,000-clip latent cache holds ~5,600, each drawn tens of times
+        # in a 10k-step run), and encoding them was 13% of a CPU step of the shipped model
         self.text_memo: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
         self.text_memo_size = text_memo_size
 
