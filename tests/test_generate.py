@@ -34,6 +34,8 @@ def test_generate_image_and_storyboard(model_dir, tmp_path):
     assert main(["generate", "a blue square", "--model", str(model_dir), "--size", "32x32", "--frames", "image",
                  "--steps", "2", "--seed", "1", "--out", str(tmp_path)]) == 0
     assert read_video(tmp_path / "sora_1.png").shape == (1, 32, 32, 3)
+    meta = json.loads((tmp_path / "sora_1.json").read_text())  # what was not given is the pipeline's default
+    assert (meta["steps"], meta["guidance"], meta["guidance_interval"]) == (2, 4.0, [0.0, 1.0])
     assert main(["generate", "--storyboard", "a red ball moving right@0-5", "a red ball bouncing@5-9",
                  "--model", str(model_dir), "--size", "32x32", "--frames", "9", "--steps", "2", "--seed", "2",
                  "--out", str(tmp_path)]) == 0

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import random
 import re
@@ -41,10 +42,13 @@ def add_parser(subparsers) -> None:
                    help="16:9, 1:1, 9:16 or WIDTHxHEIGHT (multiples of 16)")
     p.add_argument("--tier", type=int, default=1, choices=(1, 2), help="2 doubles both sides")
     p.add_argument("--frames", default="2s", help="1 + 4k frames, or image, 2s, 4s, 8s")
-    p.add_argument("--steps", type=int, default=20, help="denoising steps")
-    p.add_argument("--guidance", type=float, default=4.0, help="classifier-free guidance scale")
-    p.add_argument("--guidance-interval", type=float, nargs=2, default=(0.0, 1.0), metavar=("LOW", "HIGH"),
-                   help="noise levels (LOW, HIGH] where guidance applies; steps outside cost one DiT pass")
+    # sampler settings default to SoraPipeline.__call__'s own (read when the pipeline is imported, not here)
+    p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the pipeline's)")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="classifier-free guidance scale (default: the pipeline's)")
+    p.add_argument("--guidance-interval", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                   help="noise levels (LOW, HIGH] where guidance applies; steps outside cost one DiT pass "
+                        "(default: the pipeline's)")
     p.add_argument("--seed", type=int, default=None, help="default: random (the seed used is printed)")
     p.add_argument("--variations", type=int, default=1, help="videos per prompt (seeds seed, seed+1, ...)")
     p.add_argument("--storyboard", nargs="+", default=None, metavar="TEXT@START-END",
@@ -59,8 +63,13 @@ def run(args: argparse.Namespace) -> int:
     import PIL.Image
     import torch
 
-    from .pipeline_sora import SoraCondition
+    from .pipeline_sora import SoraCondition, SoraPipeline
     from .video_io import write_video
+
+    defaults = inspect.signature(SoraPipeline.__call__).parameters
+    sampler = {name: defaults[name].default if value is None else value
+               for name, value in (("num_inference_steps", args.steps), ("guidance_scale", args.guidance),
+                                   ("guidance_interval", args.guidance_interval and tuple(args.guidance_interval)))}
 
     height, width = parse_size(args.size)
     height, width = height * args.tier, width * args.tier
@@ -85,9 +94,8 @@ def run(args: argparse.Namespace) -> int:
     pipe.set_progress_bar_config(disable=False, desc="denoising")
     generators = [torch.Generator().manual_seed(seed + k) for k in range(args.variations)]
     frames = pipe(prompt=args.prompt, negative_prompt=args.negative_prompt, height=height, width=width,
-                  num_frames=num_frames, num_inference_steps=args.steps, guidance_scale=args.guidance,
-                  num_videos_per_prompt=args.variations, generator=generators, conditions=conditions,
-                  storyboard=storyboard, guidance_interval=tuple(args.guidance_interval)).frames
+                  num_frames=num_frames, num_videos_per_prompt=args.variations, generator=generators,
+                  conditions=conditions, storyboard=storyboard, **sampler).frames
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     suffix = ".png" if num_frames == 1 else ".mp4"
@@ -95,8 +103,9 @@ def run(args: argparse.Namespace) -> int:
         path = out / f"sora_{seed + k}{suffix}"
         write_video(path, video, upscale=args.upscale)
         meta = {"prompt": args.prompt, "storyboard": storyboard, "seed": seed + k, "height": height, "width": width,
-                "num_frames": num_frames, "steps": args.steps, "guidance": args.guidance,
-                "guidance_interval": list(args.guidance_interval), "model": args.model}
+                "num_frames": num_frames, "steps": sampler["num_inference_steps"],
+                "guidance": sampler["guidance_scale"], "guidance_interval": list(sampler["guidance_interval"]),
+                "model": args.model}
         path.with_suffix(".json").write_text(json.dumps(meta, indent=2))
         print(f"{path}  (seed {seed + k})")
     return 0
