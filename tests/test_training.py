@@ -164,11 +164,10 @@ def test_batch_maker_encodes_each_caption_once(tiny_pipe):
     hook = tiny_pipe.text_encoder.register_forward_hook(
         lambda module, args, kwargs, out: encoded.append(kwargs["input_ids"].shape[0]), with_kwargs=True)
     try:
-        tokens, pooled, text_seg = maker.encode_texts([["a red circle", "a blue square spinning on sand"],
-                                                       ["a red circle"]])
+        batch = [["a red circle", "a blue square spinning on sand"], ["a red circle"]]
+        tokens, pooled, text_seg = maker.encode_texts(batch)
         assert encoded == [2]  # one batch, each distinct caption once
-        for texts, item_tokens, item_pooled, item_seg in zip([["a red circle", "a blue square spinning on sand"],
-                                                              ["a red circle"]], tokens, pooled, text_seg):
+        for texts, item_tokens, item_pooled, item_seg in zip(batch, tokens, pooled, text_seg):
             alone = [tiny_pipe.encode_prompt(t, 1, 128, "cpu") for t in texts]  # (states, mask, pooled) each
             expected = torch.cat([states[0][mask[0].bool()] for states, mask, _ in alone])
             torch.testing.assert_close(item_tokens, expected, atol=1e-5, rtol=1e-5)

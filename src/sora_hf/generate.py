@@ -42,7 +42,7 @@ def add_parser(subparsers) -> None:
                    help="16:9, 1:1, 9:16 or WIDTHxHEIGHT (multiples of 16)")
     p.add_argument("--tier", type=int, default=1, choices=(1, 2), help="2 doubles both sides")
     p.add_argument("--frames", default="2s", help="1 + 4k frames, or image, 2s, 4s, 8s")
-    # sampler settings default to SoraPipeline.__call__'s own (read when the pipeline is imported, not here)
+    # sampler settings default to SoraPipeline.__call__'s own, read from its signature in run() (not restated here)
     p.add_argument("--steps", type=int, default=None, help="denoising steps (default: the pipeline's)")
     p.add_argument("--guidance", type=float, default=None,
                    help="classifier-free guidance scale (default: the pipeline's)")
