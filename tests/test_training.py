@@ -131,11 +131,12 @@ def test_train_dit_with_latent_cache_resumes_and_exports(vae_run, tmp_path):
     assert result["steps"] == 2 and (run / "latents-4-rank0.pt").exists()
     cache = torch.load(run / "latents-4-rank0.pt")
     assert len(cache) == 4 and cache[0]["latent"].shape[0] == 4  # tiny-test VAE: 4 latent channels
-    # the resumed run adds a cool-down: the lr falls to 0 at its last step
+    # the resumed run adds a cool-down: the lr falls linearly to 0 at its end (the log has the lr each step used:
+    # the warmup starts from 0, and the last of 2 cool-down steps runs at half)
     result = train_dit(dataclass_replace(cfg, steps=3, decay_steps=2), str(out / "export"), str(run))
     assert result["steps"] == 3
     logged = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
-    assert [r["lr"] for r in logged] == [cfg.lr, cfg.lr, 0.0]
+    assert [r["lr"] for r in logged] == [0.0, cfg.lr, cfg.lr / 2]
     assert json.loads((tmp_path / "pipe" / "transformer" / "provenance.json").read_text())["steps"] == 2
     # re-export in place, the VAE read from the folder being written (as `--vae pipelines/sora-tiny/vae`)
     train_dit(dataclass_replace(cfg, steps=3), str(tmp_path / "pipe" / "vae"), str(run), export=str(tmp_path / "pipe"))
@@ -186,9 +187,19 @@ def test_batch_maker_encodes_each_caption_once(tiny_pipe):
 
 def test_lr_warms_up_stays_and_cools_down():
     cfg = DiTTrainingConfig(steps=1000, warmup_steps=100, decay_steps=400)
-    factors = [lr_factor(step, cfg) for step in (0, 50, 100, 600, 800, 1000)]
+    factors = [lr_factor(step, 1000, cfg) for step in (0, 50, 100, 600, 800, 1000)]
     assert factors == [0.0, 0.5, 1.0, 1.0, 0.5, 0.0]
-    assert lr_factor(5000, DiTTrainingConfig(steps=1000, warmup_steps=100)) == 1.0  # no decay: constant
+    assert lr_factor(5000, 1000, DiTTrainingConfig(steps=1000, warmup_steps=100)) == 1.0  # no decay: constant
+
+
+def test_lr_cools_down_by_the_end_of_the_time_budget():
+    from sora_hf.training.common import steps_within_budget
+
+    cfg = DiTTrainingConfig(steps=100_000, warmup_steps=100, decay_steps=400, time_budget_h=1.0)
+    # 100 steps a minute: the hour ends the run at step 6000, long before `steps`, and the lr reaches 0 there
+    factors = [lr_factor(step, steps_within_budget(cfg.steps, step, step * 0.6, cfg.time_budget_h), cfg)
+               for step in (1000, 5600, 5800, 6000)]
+    assert factors == [1.0, 1.0, 0.5, 0.0]
 
 
 def test_uniform_fraction_trains_the_low_noise_end():

@@ -14,7 +14,8 @@ Every conditioning mode the creative tools need is trained from the first step:
 The VAE is frozen; latents are encoded on the fly (ShapeWorld is infinite) or
 once into a cache (`latent_cache_clips`, the fast path on a CPU).
 The lr warms up, holds, and (with `decay_steps`) cools down linearly to 0 at
-`steps`; `init_from` continues from saved weights with a fresh optimiser.
+the run's end: `steps`, or the step `time_budget_h` will end it at, at the pace
+so far; `init_from` continues from saved weights with a fresh optimiser.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ import shutil
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Optional
 
@@ -79,8 +79,9 @@ class DiTTrainingConfig:
     time_budget_h: float = 0.0  # > 0: also stop (and export) once this much wall-clock time has been trained
     lr: float = 5e-4
     warmup_steps: int = 100
-    # > 0: the lr falls linearly to 0 over the last decay_steps before `steps` (warmup-stable-decay); the
-    # stable phase has no planned end, so a resumed run can add the cool-down when it knows its length
+    # > 0: the lr falls linearly to 0 over the last decay_steps before the run ends, by steps or by time budget
+    # (warmup-stable-decay); the stable phase has no planned end, so a resumed run can add the cool-down when it
+    # knows its length
     decay_steps: int = 0
     weight_decay: float = 0.0
     grad_clip: float = 1.0
@@ -254,12 +255,13 @@ def sample_cached(cache: list[dict], batch_size: int, rng: np.random.Generator):
         yield [cache[i] for i in rng.integers(len(cache), size=batch_size)]
 
 
-def lr_factor(step: int, cfg: DiTTrainingConfig) -> float:
-    """Warmup-stable-decay: linear warmup, constant, then (if cfg.decay_steps) linear decay to 0 at cfg.steps."""
+def lr_factor(step: int, end_step: int, cfg: DiTTrainingConfig) -> float:
+    """Warmup-stable-decay: linear warmup, constant, then (if cfg.decay_steps) linear decay to 0 at end_step,
+    the step the run ends at (`steps_within_budget`: cfg.steps, or earlier where the time budget ends it)."""
     warmup = min(1.0, step / max(1, cfg.warmup_steps))
     if cfg.decay_steps <= 0:
         return warmup
-    return warmup * min(1.0, max(0.0, (cfg.steps - step) / cfg.decay_steps))
+    return warmup * min(1.0, max(0.0, (end_step - step) / cfg.decay_steps))
 
 
 def flow_matching_loss(predictions: list[torch.Tensor], batch: dict) -> torch.Tensor:
@@ -314,10 +316,9 @@ def train(cfg: DiTTrainingConfig, vae_path: str, out_dir: str, resume: bool = Tr
     pipe = SoraPipeline(transformer=model, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
                         scheduler=scheduler)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
-    lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(lr_factor, cfg=cfg))
     ema = EMAModel(model.parameters(), decay=cfg.ema_decay, use_ema_warmup=True, model_cls=SoraTransformer3DModel,
                    model_config=model.config)
-    model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
+    model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(ema)
 
     log = RunLog(out)
@@ -357,6 +358,9 @@ def train(cfg: DiTTrainingConfig, vae_path: str, out_dir: str, resume: bool = Tr
     model.train()
     wall = wall_before
     while step < cfg.steps and not (cfg.time_budget_h > 0 and wall >= 3600 * cfg.time_budget_h):
+        end_step = steps_within_budget(cfg.steps, step, wall, cfg.time_budget_h)
+        for group in optimizer.param_groups:
+            group["lr"] = cfg.lr * lr_factor(step, end_step, cfg)
         batch = maker.make(next(batches))
         out_packed = model(batch["latents"], batch["timesteps"], batch["tokens"], None, batch["pooled"],
                            batch["frame_seg"], batch["text_seg"]).sample
@@ -364,7 +368,6 @@ def train(cfg: DiTTrainingConfig, vae_path: str, out_dir: str, resume: bool = Tr
         accelerator.backward(loss)
         grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
-        lr_scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         ema.step(accelerator.unwrap_model(model).parameters())
         step += 1
@@ -373,7 +376,7 @@ def train(cfg: DiTTrainingConfig, vae_path: str, out_dir: str, resume: bool = Tr
         bar.update()
         bar.set_postfix(loss=f"{loss.item():.4f}")
         if step % cfg.log_every == 0 or step == cfg.steps:
-            log.write(step, loss=loss.item(), grad_norm=float(grad_norm), lr=lr_scheduler.get_last_lr()[0],
+            log.write(step, loss=loss.item(), grad_norm=float(grad_norm), lr=optimizer.param_groups[0]["lr"],
                       wall_time_s=round(wall, 1))
         out_of_time = cfg.time_budget_h > 0 and wall >= 3600 * cfg.time_budget_h
         if step % cfg.save_every == 0 or step == cfg.steps or out_of_time:
