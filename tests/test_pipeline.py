@@ -111,7 +111,27 @@ def test_prompt_embeds_equal_prompt(tiny_pipe):
     torch.testing.assert_close(a, b)
 
 
+def test_videos_per_prompt_follow_their_prompt_and_negative(tiny_pipe):
+    """diffusers' batching: prompts (text or embeddings) and negative prompts give one row per prompt, each
+    repeated for its num_videos_per_prompt videos."""
+    noise = torch.randn(tiny_pipe.latent_shape(4, 32, 48, 9), generator=torch.Generator().manual_seed(1))
+    both = run(tiny_pipe, prompt=["a red ball", "a blue box"], negative_prompt=["green", "yellow"],
+               num_videos_per_prompt=2, latents=noise, output_type="latent").frames
+    assert both.shape[0] == 4
+    for k, (prompt, negative) in enumerate([("a red ball", "green"), ("a blue box", "yellow")]):
+        alone = run(tiny_pipe, prompt=prompt, negative_prompt=negative, num_videos_per_prompt=2,
+                    latents=noise[2 * k:2 * k + 2], output_type="latent").frames
+        torch.testing.assert_close(both[2 * k:2 * k + 2], alone, atol=1e-4, rtol=1e-4)
+    embeds, mask, _ = tiny_pipe.encode_prompt("a red ball")
+    negative, negative_mask, _ = tiny_pipe.encode_prompt("green")
+    given = run(tiny_pipe, prompt=None, prompt_embeds=embeds, prompt_attention_mask=mask,
+                negative_prompt_embeds=negative, negative_prompt_attention_mask=negative_mask,
+                num_videos_per_prompt=2, latents=noise[:2], output_type="latent").frames
+    torch.testing.assert_close(given, both[:2], atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.parametrize("kwargs,needle", [
+    (dict(prompt=["a", "b"], negative_prompt=["c", "d", "e"]), "negative_prompt has 3 entries"),
     (dict(height=40), "height=40"), (dict(width=0), "width=0"), (dict(num_frames=8), "num_frames=8"),
     (dict(num_inference_steps=0), "num_inference_steps=0"),
     (dict(guidance_scale=0.5, negative_prompt="blurry"), "guidance_scale=0.5"),

@@ -448,25 +448,30 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
                 prompt_embeds, prompt_mask, pooled = self.encode_prompt(prompt, num_videos_per_prompt,
                                                                         max_sequence_length, device)
             else:
-                prompt_mask = (prompt_attention_mask if prompt_attention_mask is not None
-                               else torch.ones(prompt_embeds.shape[:2], dtype=torch.long, device=device))
-                pooled = _mean_pool(prompt_embeds, prompt_mask)
+                prompt_embeds, prompt_mask, pooled = _given_embeds(prompt_embeds, prompt_attention_mask,
+                                                                   num_videos_per_prompt)
             batch = prompt_embeds.shape[0]
             text_seg = torch.zeros(prompt_embeds.shape[:2], dtype=torch.long, device=device)
             frame_seg = torch.zeros(batch, latent_frames, dtype=torch.long, device=device)
         negative_mask = negative_pooled = None
         if self.do_classifier_free_guidance:
+            # one negative for every video (encoded once, broadcast in _velocity), or one per prompt
+            num_prompts = batch // num_videos_per_prompt
             if negative_prompt_embeds is None:
                 negative = negative_prompt if negative_prompt is not None else ""
-                negative = [negative] * batch if isinstance(negative, str) else list(negative)
-                if len(negative) != batch:
-                    raise ValueError(f"negative_prompt has {len(negative)} entries; expected 1 or {batch}")
+                negative = [negative] if isinstance(negative, str) else list(negative)
+                if len(negative) not in (1, num_prompts):
+                    raise ValueError(f"negative_prompt has {len(negative)} entries; expected 1 or one per prompt "
+                                     f"({num_prompts})")
                 negative_prompt_embeds, negative_mask, negative_pooled = self.encode_prompt(
-                    negative, 1, max_sequence_length, device)
+                    negative, 1 if len(negative) == 1 else num_videos_per_prompt, max_sequence_length, device)
             else:
-                negative_mask = (negative_prompt_attention_mask if negative_prompt_attention_mask is not None
-                                 else torch.ones(negative_prompt_embeds.shape[:2], dtype=torch.long, device=device))
-                negative_pooled = _mean_pool(negative_prompt_embeds, negative_mask)
+                if negative_prompt_embeds.shape[0] not in (1, num_prompts):
+                    raise ValueError(f"negative_prompt_embeds has {negative_prompt_embeds.shape[0]} rows; expected "
+                                     f"1 or one per prompt ({num_prompts})")
+                negative_prompt_embeds, negative_mask, negative_pooled = _given_embeds(
+                    negative_prompt_embeds, negative_prompt_attention_mask,
+                    1 if negative_prompt_embeds.shape[0] == 1 else num_videos_per_prompt)
         self._prompt = dict(embeds=prompt_embeds, mask=prompt_mask, pooled=pooled, text_seg=text_seg,
                             frame_seg=frame_seg)
 
@@ -546,6 +551,16 @@ def _pad_to(x: torch.Tensor, length: int) -> torch.Tensor:
         return x
     pad = torch.zeros(x.shape[0], length - x.shape[1], *x.shape[2:], dtype=x.dtype, device=x.device)
     return torch.cat([x, pad], 1)
+
+
+def _given_embeds(embeds: torch.Tensor, mask: Optional[torch.Tensor], num_videos_per_prompt: int):
+    """Caller-given token states, one row per prompt -> (states, mask, pooled) as `encode_prompt` returns them:
+    each row repeated for its prompt's videos, the mask all ones where none is given."""
+    if mask is None:
+        mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
+    embeds = embeds.repeat_interleave(num_videos_per_prompt, dim=0)
+    mask = mask.repeat_interleave(num_videos_per_prompt, dim=0)
+    return embeds, mask, _mean_pool(embeds, mask)
 
 
 def _mean_pool(states, mask):
