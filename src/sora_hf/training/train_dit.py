@@ -354,11 +354,11 @@ def train(cfg: DiTTrainingConfig, vae_path: str, out_dir: str, resume: bool = Tr
                                 cfg.batch_size, rng)
 
     start = time.time()
-    bar = tqdm(total=cfg.steps, initial=step, desc="train-dit", unit="step", disable=not accelerator.is_main_process)
-    model.train()
     wall = wall_before
+    end_step = steps_within_budget(cfg.steps, step, wall, cfg.time_budget_h)  # where the lr's cool-down ends
+    bar = tqdm(total=end_step, initial=step, desc="train-dit", unit="step", disable=not accelerator.is_main_process)
+    model.train()
     while step < cfg.steps and not (cfg.time_budget_h > 0 and wall >= 3600 * cfg.time_budget_h):
-        end_step = steps_within_budget(cfg.steps, step, wall, cfg.time_budget_h)
         for group in optimizer.param_groups:
             group["lr"] = cfg.lr * lr_factor(step, end_step, cfg)
         batch = maker.make(next(batches))
@@ -372,7 +372,7 @@ def train(cfg: DiTTrainingConfig, vae_path: str, out_dir: str, resume: bool = Tr
         ema.step(accelerator.unwrap_model(model).parameters())
         step += 1
         wall = wall_before + time.time() - start
-        bar.total = steps_within_budget(cfg.steps, step, wall, cfg.time_budget_h)
+        end_step = bar.total = steps_within_budget(cfg.steps, step, wall, cfg.time_budget_h)
         bar.update()
         bar.set_postfix(loss=f"{loss.item():.4f}")
         if step % cfg.log_every == 0 or step == cfg.steps:
