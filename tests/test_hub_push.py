@@ -129,6 +129,11 @@ def test_card_numbers_come_from_result_files(tmp_path):
     card = render_card("org/model", {**results, "provenance": {"Diffusion transformer": second}})
     assert "150 steps in 1.5 h, in 2 runs" in card
     assert card.index("--steps 100`") < card.index("--init-from x`")  # oldest run first
+    assert "Run 2: 50 steps in 0.5 h on m (code bbbbbbbbbb)" in card
+    # a run of seconds (the VAE's PCA skeleton) reads in seconds, one step as one step
+    skeleton = {**first, "command": "sora-hf train-vae --steps 1", "steps": 1, "wall_time_s": 1.4}
+    card = render_card("org/model", {**results, "provenance": {"Video VAE": skeleton}})
+    assert "**Video VAE**: 1 step in 1.4 s on m." in card and "Code aaaaaaaaaa, made by" in card
     empty = render_card("org/model", {"adherence": None, "vae": None, "speed": None, "provenance": {}})
     assert "not measured yet" in empty
 
