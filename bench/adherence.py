@@ -9,6 +9,8 @@ noisy clip with the right colour only as a speck does not pass). Held-out
 compositions (purple triangle, orange square, green circle), each aspect ratio,
 each object size, and images are reported separately, with confusion tables of
 the shape and motion read against those asked for (which way the misses go).
+Motion is scored on videos only, and every rate carries its 95% (Wilson)
+interval, so two settings can be told apart from noise.
 `--steps`, `--guidance-scale`, `--guidance-interval` and `--shift` measure other
 sampler settings.
 
@@ -22,6 +24,7 @@ put on the right model.
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -68,12 +71,37 @@ def expected_motion(scene, segment: int = 0) -> str:
 
 def score(pick, scene, segment: int = 0) -> dict[str, bool]:
     """The scene has one object, so the clip's (segment's) dominant object, `pick` (see `dominant`), must be
-    it: a clip that shows the right colour only as a speck among others does not count."""
+    it: a clip that shows the right colour only as a speck among others does not count. Motion is scored on
+    videos only: one frame always reads "still", so an image would pass it for free."""
     truth = scene.objects[0]
+    start, end = scene.segment_ranges()[segment]
+    attributes = ATTRIBUTES if end - start > 1 else ("colour", "shape")
     if pick is None:
-        return {a: False for a in ATTRIBUTES}
-    return {"colour": pick.colour == truth.colours[segment], "shape": pick.shape == truth.shape,
-            "motion": pick.motion == expected_motion(scene, segment)}
+        return {a: False for a in attributes}
+    result = {"colour": pick.colour == truth.colours[segment], "shape": pick.shape == truth.shape}
+    if "motion" in attributes:
+        result["motion"] = pick.motion == expected_motion(scene, segment)
+    return result
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> list[float]:
+    """95% Wilson score interval of a success rate: honest at small n and near 0 or 1."""
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)]
+
+
+def rates(attrs: dict[str, list[bool]]) -> dict:
+    """attribute -> [bool] => each attribute's success rate, its 95% interval, and the clips scored (n; motion
+    counts videos only)."""
+    return ({a: float(np.mean(v)) for a, v in attrs.items()} | {"n": len(attrs["colour"])}
+            | {"n_motion": len(attrs.get("motion", []))}
+            | {"ci95": {a: wilson_interval(int(np.sum(v)), len(v)) for a, v in attrs.items()}})
+
+
+def percent(r: dict, attribute: str) -> str:
+    return f"{100 * r[attribute]:7.1f}%" if attribute in r else f"{'-':>8s}"
 
 
 def print_confusion(attribute: str, table: dict) -> None:
@@ -115,7 +143,8 @@ def image_to_video(pipe, num_scenes: int, call_defaults: dict) -> dict:
         psnrs.append(psnr_uint8(frames[0], image / 255.0))
         motion_ok.append(score(dominant(analyze(frames)), clip.scene)["motion"])
     return {"scenes": num_scenes, "first_frame_psnr_mean": round(float(np.mean(psnrs)), 2),
-            "first_frame_psnr_min": round(float(np.min(psnrs)), 2), "motion": float(np.mean(motion_ok))}
+            "first_frame_psnr_min": round(float(np.min(psnrs)), 2), "motion": float(np.mean(motion_ok)),
+            "ci95": {"motion": wilson_interval(int(np.sum(motion_ok)), num_scenes)}}
 
 
 def storyboard(pipe, num_scenes: int, call_defaults: dict) -> dict:
@@ -134,8 +163,7 @@ def storyboard(pipe, num_scenes: int, call_defaults: dict) -> dict:
         for s, analysis in enumerate(analyze_segments(frames, scene.segment_ranges())):
             for attribute, ok in score(dominant(analysis), scene, segment=s).items():
                 per_segment[f"segment {s}"][attribute].append(ok)
-    return {seg: {a: float(np.mean(v)) for a, v in attrs.items()} | {"n": len(attrs["colour"])}
-            for seg, attrs in per_segment.items()}
+    return {seg: rates(attrs) for seg, attrs in per_segment.items()}
 
 
 def main():
@@ -189,14 +217,13 @@ def main():
                 for attribute, ok in result.items():
                     totals[group][attribute].append(ok)
 
-    summary = {group: {a: float(np.mean(v)) for a, v in attrs.items()} | {"n": len(attrs["colour"])}
-               for group, attrs in totals.items()}
+    summary = {group: rates(attrs) for group, attrs in totals.items()}
     print(f"{'group':22s} {'colour':>8s} {'shape':>8s} {'motion':>8s} {'n':>5s}")
     for group, r in sorted(summary.items()):
-        print(f"{group:22s} {100 * r['colour']:7.1f}% {100 * r['shape']:7.1f}% {100 * r['motion']:7.1f}% {r['n']:5d}")
-    vae_ceiling = {a: float(np.mean(v)) for a, v in ceiling.items()} | {"n": len(ceiling["colour"])}
-    print(f"{'VAE reconstruction':22s} {100 * vae_ceiling['colour']:7.1f}% {100 * vae_ceiling['shape']:7.1f}% "
-          f"{100 * vae_ceiling['motion']:7.1f}% {vae_ceiling['n']:5d}  (the true clips through the VAE: the ceiling)")
+        print(f"{group:22s} {' '.join(percent(r, a) for a in ATTRIBUTES)} {r['n']:5d}")
+    vae_ceiling = rates(ceiling)
+    print(f"{'VAE reconstruction':22s} {' '.join(percent(vae_ceiling, a) for a in ATTRIBUTES)} "
+          f"{vae_ceiling['n']:5d}  (the true clips through the VAE: the ceiling)")
     for attribute, table in confusion.items():
         print_confusion(attribute, table)
     result = {"num_scenes": args.num_scenes, "model": args.model, "seconds": round(time.time() - start, 1),

@@ -108,7 +108,9 @@ def test_folder_checks(model_dir, tmp_path, tiny_pipe):
 
 
 def test_card_numbers_come_from_result_files(tmp_path):
-    results = {"adherence": {"num_scenes": 300, "by_caption": {"short": {"colour": 0.931, "shape": 0.84, "motion": 0.8}},
+    results = {"adherence": {"num_scenes": 300, "by_caption": {"short": {"colour": 0.931, "shape": 0.84, "motion": 0.8,
+                                                                  "ci95": {"colour": [0.9, 0.96]}}},
+                             "groups": {"image": {"colour": 1.0, "shape": 0.5, "n": 4}},  # no motion in an image
                              "held_out": None, "vae_ceiling": {"colour": 1.0, "shape": 0.873, "motion": 0.8}},
                "probe": {"num_scenes": 60, "sigmas": [0.3, 0.9], "attributes": {"shape": {
                    p: {"penalty": 0.016, "true_caption_wins": 0.65} for p in ("both", "tokens", "pooled")}}},  # attribute_probe.py
@@ -118,7 +120,8 @@ def test_card_numbers_come_from_result_files(tmp_path):
                                                           "wall_time_s": 7200, "machine": "x86_64, 2 CPU cores",
                                                           "git_commit": "0123456789abcdef"}}}
     card = render_card("org/model", results)
-    assert "93.1%" in card and "37.25 dB" in card and "2.0 h" in card and "sora-hf train-vae" in card
+    assert "| short | 93.1% (90–96) | 84.0% | 80.0% |" in card and "| image | 100.0% | 50.0% | — | 4 |" in card
+    assert "37.25 dB" in card and "2.0 h" in card and "sora-hf train-vae" in card
     assert "| none | 38.50 | 0.9900 |" in card and "images\n39.50 dB" in card
     assert "(the ceiling)* | 100.0% | 87.3% | 80.0% |" in card and "| shape | +1.6% (65% wins) |" in card
     # continued training: the card names both runs and adds them up
