@@ -412,8 +412,10 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
             keyframes, extend, loop, blend and remix.
         num_inference_steps, guidance_scale: the defaults (20, 4.0, with the scheduler's shift 3) against other
             settings on the shipped model, 60 eval scenes (`bench/adherence.py --num-scenes 60`), colour / shape /
-            motion: defaults 93 / 29 / 53%; guidance 2.5: 93 / 34 / 44; guidance 6: 82 / 32 / 46; 40 steps:
-            90 / 27 / 50; shift 1: 89 / 33 / 46; shift 6: 93 / 31 / 52. None is better beyond the noise of 60
+            motion (images then counted in motion, as "still"): defaults 93 / 29 / 53%; guidance 2.5: 93 / 34 /
+            44; guidance 6: 82 / 32 / 46; 40 steps: 90 / 27 / 50; shift 1: 89 / 33 / 46; shift 6: 93 / 31 / 52;
+            guidance rescale (0.4, 0.7), APG and frequency-split guidance (low / high spatial frequencies at 4 / 1
+            and 4 / 7) read no better either. None is better beyond the noise of 60
             scenes (about 6 points), and guidance 6 loses colour.
         guidance_interval: (low, high] noise levels at which classifier-free guidance applies, per latent
             frame (Kynkäänniemi et al. 2024); elsewhere the text-conditioned velocity is used alone, and a step
