@@ -65,8 +65,8 @@ def dominant(analysis):
 
 
 def expected_motion(scene, segment: int = 0) -> str:
-    start, end = scene.segment_ranges()[segment]
-    return scene.objects[0].motions[segment].kind if end - start > 1 else "still"
+    """What the (only) object does in a video's segment; `score` asks it of videos only."""
+    return scene.objects[0].motions[segment].kind
 
 
 def score(pick, scene, segment: int = 0) -> dict[str, bool]:
@@ -95,9 +95,9 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> list[float]:
 def rates(attrs: dict[str, list[bool]]) -> dict:
     """attribute -> [bool] => each attribute's success rate, its 95% interval, and the clips scored (n; motion
     counts videos only)."""
-    return ({a: float(np.mean(v)) for a, v in attrs.items()} | {"n": len(attrs["colour"])}
-            | {"n_motion": len(attrs.get("motion", []))}
-            | {"ci95": {a: wilson_interval(int(np.sum(v)), len(v)) for a, v in attrs.items()}})
+    return {**{a: float(np.mean(v)) for a, v in attrs.items()}, "n": len(attrs["colour"]),
+            "n_motion": len(attrs.get("motion", [])),
+            "ci95": {a: wilson_interval(int(np.sum(v)), len(v)) for a, v in attrs.items()}}
 
 
 def percent(r: dict, attribute: str) -> str:
