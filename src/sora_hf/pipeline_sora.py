@@ -465,15 +465,14 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
                 if len(negative) not in (1, num_prompts):
                     raise ValueError(f"negative_prompt has {len(negative)} entries; expected 1 or one per prompt "
                                      f"({num_prompts})")
-                negative_prompt_embeds, negative_mask, negative_pooled = self.encode_prompt(
-                    negative, 1 if len(negative) == 1 else num_videos_per_prompt, max_sequence_length, device)
-            else:
-                if negative_prompt_embeds.shape[0] not in (1, num_prompts):
-                    raise ValueError(f"negative_prompt_embeds has {negative_prompt_embeds.shape[0]} rows; expected "
-                                     f"1 or one per prompt ({num_prompts})")
-                negative_prompt_embeds, negative_mask, negative_pooled = _given_embeds(
-                    negative_prompt_embeds, negative_prompt_attention_mask,
-                    1 if negative_prompt_embeds.shape[0] == 1 else num_videos_per_prompt)
+                negative_prompt_embeds, negative_prompt_attention_mask, _ = self.encode_prompt(
+                    negative, 1, max_sequence_length, device)
+            elif negative_prompt_embeds.shape[0] not in (1, num_prompts):
+                raise ValueError(f"negative_prompt_embeds has {negative_prompt_embeds.shape[0]} rows; expected "
+                                 f"1 or one per prompt ({num_prompts})")
+            negative_prompt_embeds, negative_mask, negative_pooled = _given_embeds(
+                negative_prompt_embeds, negative_prompt_attention_mask,
+                1 if negative_prompt_embeds.shape[0] == 1 else num_videos_per_prompt)
         self._prompt = dict(embeds=prompt_embeds, mask=prompt_mask, pooled=pooled, text_seg=text_seg,
                             frame_seg=frame_seg)
 
