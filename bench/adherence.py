@@ -208,7 +208,7 @@ def main():
             pick = dominant(analyze(frames))
             result = score(pick, scene)
             confusion["shape"][scene.objects[0].shape][pick.shape if pick else "none"] += 1
-            if scene.num_frames > 1:
+            if "motion" in result:  # videos only (see score)
                 confusion["motion"][expected_motion(scene)][pick.motion if pick else "none"] += 1
             groups = [caption_kind, f"{caption_kind} {'held-out' if held else 'seen'}", f"ratio {item['ratio']}",
                       "image" if scene.num_frames == 1 else "video", f"size {scene.objects[0].size}",
