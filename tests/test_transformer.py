@@ -53,6 +53,31 @@ def test_packed_equals_one_at_a_time():
             torch.testing.assert_close(packed[i], alone, atol=1e-5, rtol=1e-4)
 
 
+def test_packed_samples_of_one_length_attend_only_to_their_own_tokens_and_text():
+    """Equal-length samples share one attention batch (in one row and across rows) while their texts differ
+    in length and segments: each must still equal its run alone, and its gradient must not leak."""
+    model = tiny_model()
+    n = 5
+    latents = [torch.randn(C, 3, 4, 4, requires_grad=True) for _ in range(n)]  # 12 tokens each: 3 per row of 40
+    timesteps = [torch.rand(3) * 1000 for _ in range(n)]
+    lengths = [2, 7, 4, 9, 3]
+    texts = [text(1, m, seed=m)[0] for m in lengths]
+    storyboard = [i % 2 == 1 for i in range(n)]
+    pooled = [torch.randn(2 if s else 1, 384) for s in storyboard]
+    frame_seg = [torch.tensor([0, 1, 1]) if s else torch.zeros(3) for s in storyboard]
+    text_seg = [torch.tensor([0] * (m // 2) + [1] * (m - m // 2)) if s else torch.zeros(m)
+                for m, s in zip(lengths, storyboard)]
+    packed = model.forward_packed(latents, timesteps, texts, pooled, frame_seg, text_seg, max_tokens_per_row=40)
+    packed[2].sum().backward()
+    assert all(latents[i].grad is None or latents[i].grad.abs().max() == 0 for i in range(n) if i != 2)
+    assert latents[2].grad.abs().max() > 0
+    with torch.no_grad():
+        for i in range(n):
+            alone = model(latents[i][None], timesteps[i][None], texts[i][None], None, pooled[i][None],
+                          frame_seg[i][None], text_seg[i][None]).sample[0]
+            torch.testing.assert_close(packed[i].detach(), alone, atol=1e-5, rtol=1e-4)
+
+
 def test_pack_rows_first_fit_decreasing():
     rows = pack_rows([30, 10, 25, 5, 50], max_tokens=40)
     assert sorted(i for row in rows for i in row) == [0, 1, 2, 3, 4]

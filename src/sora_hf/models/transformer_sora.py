@@ -23,9 +23,11 @@ What it does, in the order of `forward`:
    the flow-matching velocity.
 
 Patch n' Pack: `forward_packed` takes latents of different sizes and durations,
-packs their tokens into rows of at most `max_tokens_per_row` with
-block-diagonal self-attention and per-sample cross-attention masks, and returns
-one output per sample, equal to running each alone.
+packs their tokens into rows of at most `max_tokens_per_row`, so the linear
+layers run on full rows, while attention stays inside each sample (a
+`BlockDiagonalMask`, computed per group of equal-length samples rather than as
+a dense row-by-row mask), and returns one output per sample, equal to running
+each alone.
 """
 
 from __future__ import annotations
@@ -92,7 +94,7 @@ def apply_rope(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------
 
 class SoraAttnProcessor:
-    """SDPA with optional RoPE and a boolean mask (True = may attend)."""
+    """SDPA with optional RoPE and a mask: boolean (True = may attend), or a `BlockDiagonalMask` (packed rows)."""
 
     def __call__(self, attn: "SoraAttention", hidden_states, encoder_hidden_states=None, attention_mask=None,
                  rotary_emb=None):
@@ -102,8 +104,36 @@ class SoraAttnProcessor:
         v = v.unflatten(-1, (attn.heads, -1)).transpose(1, 2)  # (B, h, L, d)
         if rotary_emb is not None:
             q, k = apply_rope(q, rotary_emb), apply_rope(k, rotary_emb)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask)  # (B, h, N, d)
+        if isinstance(attention_mask, BlockDiagonalMask):
+            out = attention_mask.attend(q, k, v)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask)  # (B, h, N, d)
         return attn.to_out[0](out.transpose(1, 2).flatten(2))  # (B, N, D)
+
+
+@dataclass
+class BlockDiagonalMask:
+    """Attention of each packed sample to its own keys only (xformers' BlockDiagonalMask, flash-attn's varlen).
+
+    A dense mask over a row costs (sum of the row's lengths)^2 and masks most of it away; here the samples of
+    one length are gathered into one dense batch, so a row of k samples of n tokens costs k * n^2. Measured on
+    the shipped config's training batches (12 clips, rows of 640 tokens, 2 CPU threads): a step took 1.02 s with
+    dense row masks, attention a quarter of it, and takes 0.69 s with this. Indices are into the flattened (rows * row length) queries and keys."""
+
+    groups: list  # [(queries (G, n), keys (G, m), mask (G, 1, n, m) bool or None)], samples of equal n
+    inverse: torch.Tensor  # (R * N,) each query's place in the groups' outputs, concatenated; padding -> the end
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """q (R, h, N, d), k and v (R, h, M, d) -> (R, h, N, d); padding queries get zeros."""
+        R, h, N, d = q.shape
+        q, k, v = (x.transpose(1, 2).reshape(-1, h, d) for x in (q, k, v))  # (R * N or R * M, h, d)
+        outs = []
+        for queries, keys, mask in self.groups:
+            out = F.scaled_dot_product_attention(q[queries].transpose(1, 2), k[keys].transpose(1, 2),
+                                                 v[keys].transpose(1, 2), attn_mask=mask)  # (G, h, n, d)
+            outs.append(out.transpose(1, 2).reshape(-1, h, d))  # (G * n, h, d)
+        outs.append(q.new_zeros(1, h, d))
+        return torch.cat(outs)[self.inverse].reshape(R, N, h, d).transpose(1, 2)  # (R, h, N, d)
 
 
 class SoraAttention(nn.Module, AttentionModuleMixin):
@@ -210,8 +240,8 @@ class TokenLayout:
 
     positions: torch.Tensor  # (B, N, 3) integer (t, y, x) patch coordinates
     token_frame: torch.Tensor  # (B, N) index of the token's frame in frame_cond's F axis
-    self_mask: Optional[torch.Tensor]  # (B, 1, N, N) bool or None (all attend to all)
-    cross_mask: Optional[torch.Tensor]  # (B, 1, N, L) bool or None (every token sees every text token)
+    self_mask: Optional[torch.Tensor | BlockDiagonalMask]  # (B, 1, N, N) bool, packed samples, or None (all to all)
+    cross_mask: Optional[torch.Tensor | BlockDiagonalMask]  # (B, 1, N, L) bool, packed samples, or None (all text)
     tokens_per_frame: Optional[int] = None  # set for a dense t-major layout (equal tokens per frame)
 
 
@@ -465,7 +495,7 @@ class SoraTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Attentio
         return results
 
     def _pack(self, items, rows, device):
-        """Lay samples out in rows; padding tokens attend only to themselves."""
+        """Lay samples out in rows (padding at each row's end) and say which tokens and text each one owns."""
         R = len(rows)
         N = max(sum(len(items[i]["tokens"]) for i in row) for row in rows)
         Fmax = max(sum(len(items[i]["timestep"]) for i in row) for row in rows)
@@ -474,14 +504,10 @@ class SoraTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Attentio
         tokens = torch.zeros(R, N, D_in, device=device, dtype=items[0]["tokens"].dtype)
         positions = torch.zeros(R, N, 3, dtype=torch.long, device=device)
         token_frame = torch.zeros(R, N, dtype=torch.long, device=device)
-        token_owner = torch.full((R, N), -1, dtype=torch.long, device=device)  # -1: padding
-        token_seg = torch.zeros(R, N, dtype=torch.long, device=device)
         timestep = torch.zeros(R, Fmax, device=device)
         frame_pooled = torch.zeros(R, Fmax, 1, self.config.pooled_embed_dim, device=device)
         text = torch.zeros(R, L, items[0]["text"].shape[-1], device=device)
-        text_owner = torch.full((R, L), -2, dtype=torch.long, device=device)
-        text_seg = torch.zeros(R, L, dtype=torch.long, device=device)
-        spans = {}
+        spans, text_starts = {}, {}
         for r, row in enumerate(rows):
             n0 = f0 = l0 = 0
             for i in row:
@@ -490,25 +516,46 @@ class SoraTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Attentio
                 tokens[r, n0:n0 + n] = it["tokens"]
                 positions[r, n0:n0 + n] = it["positions"]
                 token_frame[r, n0:n0 + n] = it["positions"][:, 0] + f0
-                token_owner[r, n0:n0 + n] = i
-                token_seg[r, n0:n0 + n] = it["frame_seg"][it["positions"][:, 0]]
                 timestep[r, f0:f0 + nf] = it["timestep"]
                 seg = it["frame_seg"].clamp(0, len(it["pooled"]) - 1)
                 frame_pooled[r, f0:f0 + nf, 0] = it["pooled"][seg]
                 text[r, l0:l0 + nl] = it["text"]
-                text_owner[r, l0:l0 + nl] = i
-                text_seg[r, l0:l0 + nl] = it["text_seg"]
-                spans[i] = (r, n0, n)
+                spans[i], text_starts[i] = (r, n0, n), r * L + l0
                 n0, f0, l0 = n0 + n, f0 + nf, l0 + nl
-        same_sample = token_owner[:, :, None] == token_owner[:, None, :]  # (R, N, N)
-        pad = token_owner < 0
-        self_mask = same_sample & ~(pad[:, :, None] ^ pad[:, None, :])  # padding forms its own block
-        cross_mask = (token_owner[:, :, None] == text_owner[:, None, :]) & (token_seg[:, :, None] == text_seg[:, None, :])
+        self_mask, cross_mask = _sample_masks(items, spans, text_starts, R * N, N, device)
         # each frame already holds its own segment's pooled text, so frame f is "segment" f here
         frame_ids = torch.arange(Fmax, device=device).expand(R, -1)
         frame_cond = self.frame_conditioning(timestep, frame_pooled.squeeze(2), frame_ids)  # (R, Fmax, D)
-        layout = TokenLayout(positions, token_frame, self_mask[:, None], _never_empty(cross_mask)[:, None])
+        layout = TokenLayout(positions, token_frame, self_mask, cross_mask)
         return tokens, frame_cond, text, layout, spans
+
+
+def _sample_masks(items, spans, text_starts, num_slots: int, row_length: int, device):
+    """Self- and cross-attention of packed samples as `BlockDiagonalMask`s: samples grouped by token count;
+    each token sees its own sample's tokens, and its own sample's text of its frame's segment."""
+    by_length: dict[int, list[int]] = {}
+    for i, (_, _, n) in spans.items():
+        by_length.setdefault(n, []).append(i)
+    self_groups, cross_groups = [], []
+    for n, members in by_length.items():
+        queries = torch.stack([r * row_length + n0 + torch.arange(n, device=device)
+                               for r, n0, _ in (spans[i] for i in members)])  # (G, n)
+        m = max(len(items[i]["text"]) for i in members)
+        keys = torch.stack([text_starts[i] + torch.arange(m, device=device).clamp(max=len(items[i]["text"]) - 1)
+                            for i in members])  # (G, m); short texts repeat their last token, masked out below
+        sees = torch.stack([
+            (items[i]["frame_seg"][items[i]["positions"][:, 0]][:, None] == _padded(items[i]["text_seg"], m, -1))
+            for i in members])  # (G, n, m)
+        self_groups.append((queries, queries, None))
+        cross_groups.append((queries, keys, None if sees.all() else _never_empty(sees)[:, None]))
+    placed = torch.cat([queries.flatten() for queries, _, _ in self_groups])
+    inverse = torch.full((num_slots,), len(placed), dtype=torch.long, device=device)  # padding -> the zero row
+    inverse[placed] = torch.arange(len(placed), device=device)
+    return BlockDiagonalMask(self_groups, inverse), BlockDiagonalMask(cross_groups, inverse)
+
+
+def _padded(x: torch.Tensor, length: int, value: int) -> torch.Tensor:
+    return torch.cat([x, x.new_full((length - len(x),), value)])
 
 
 # ----------------------------------------------------------------------------
