@@ -57,6 +57,7 @@ def test_train_vae_resumes_and_refuses_to_overwrite(vae_run):
     assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4, 5]
     history = json.loads((out / "vae" / "provenance.json").read_text())["commands"]
     assert [h["from_step"] for h in history] == [0, 3]  # the provenance of a resumed run names both commands
+    assert all(h["git_commit"] for h in history)  # and the code each one ran
 
 
 def test_decoder_only_finetune_keeps_the_latents(vae_run, tmp_path):

@@ -108,10 +108,13 @@ def provenance(command: Optional[list[str]] = None, **fields) -> dict:
 
 
 def record_command(out_dir: Path, step: int) -> list[dict]:
-    """Append this invocation (its command line and the step it starts from) to the run's commands.jsonl
-    and return the whole history, so the provenance of a resumed run names every command that made it."""
+    """Append this invocation (its command line, the code it runs and the step it starts from) to the run's
+    commands.jsonl and return the whole history, so the provenance of a resumed run names every command that
+    made it. The commit is read here, at the start: the provenance's own `git_commit` is read at export, and
+    a long run can outlive the commit it started from."""
     path = Path(out_dir) / "commands.jsonl"
-    entry = {"command": provenance()["command"], "from_step": step, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    entry = {"command": provenance()["command"], "git_commit": _git_commit(), "from_step": step,
+             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     with open(path, "a") as f:
         f.write(json.dumps(entry) + "\n")
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -358,7 +358,11 @@ def train(cfg: DiTTrainingConfig, vae_path: str, out_dir: str, resume: bool = Tr
     end_step = steps_within_budget(cfg.steps, step, wall, cfg.time_budget_h)  # where the lr's cool-down ends
     bar = tqdm(total=end_step, initial=step, desc="train-dit", unit="step", disable=not accelerator.is_main_process)
     model.train()
-    while step < cfg.steps and not (cfg.time_budget_h > 0 and wall >= 3600 * cfg.time_budget_h):
+
+    def finished(step_: int, wall_: float) -> bool:  # by steps, or by the wall-clock budget
+        return step_ >= cfg.steps or (cfg.time_budget_h > 0 and wall_ >= 3600 * cfg.time_budget_h)
+
+    while not finished(step, wall):
         for group in optimizer.param_groups:
             group["lr"] = cfg.lr * lr_factor(step, end_step, cfg)
         batch = maker.make(next(batches))
@@ -378,8 +382,7 @@ def train(cfg: DiTTrainingConfig, vae_path: str, out_dir: str, resume: bool = Tr
         if step % cfg.log_every == 0 or step == cfg.steps:
             log.write(step, loss=loss.item(), grad_norm=float(grad_norm), lr=optimizer.param_groups[0]["lr"],
                       wall_time_s=round(wall, 1))
-        out_of_time = cfg.time_budget_h > 0 and wall >= 3600 * cfg.time_budget_h
-        if step % cfg.save_every == 0 or step == cfg.steps or out_of_time:
+        if step % cfg.save_every == 0 or finished(step, wall):
             save_checkpoint(accelerator, out, step, wall_time_s=wall)
             if accelerator.is_main_process:
                 log.plot(out / "loss.png", title=f"train-dit {cfg.preset}")
