@@ -118,7 +118,8 @@ class BlockDiagonalMask:
     A dense mask over a row costs (sum of the row's lengths)^2 and masks most of it away; here the samples of
     one length are gathered into one dense batch, so a row of k samples of n tokens costs k * n^2. Measured on
     the shipped config's training batches (12 clips, rows of 640 tokens, 2 CPU threads): a step took 1.02 s with
-    dense row masks, attention a quarter of it, and takes 0.69 s with this. Indices are into the flattened (rows * row length) queries and keys."""
+    dense row masks, attention a quarter of it, and takes 0.69 s with this.
+    Indices are into the flattened (rows * row length) queries and keys."""
 
     groups: list  # [(queries (G, n), keys (G, m), mask (G, 1, n, m) bool or None)], samples of equal n
     inverse: torch.Tensor  # (R * N,) each query's place in the groups' outputs, concatenated; padding -> the end
@@ -530,6 +531,28 @@ class SoraTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Attentio
         return tokens, frame_cond, text, layout, spans
 
 
+# ----------------------------------------------------------------------------
+# Helpers
+# ----------------------------------------------------------------------------
+
+def pack_rows(lengths: list[int], max_tokens: int) -> list[list[int]]:
+    """First-fit-decreasing bin packing of samples (by token count) into rows.
+
+    A sample longer than max_tokens gets a row of its own."""
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        for r, free in enumerate(room):
+            if lengths[i] <= free:
+                rows[r].append(i)
+                room[r] -= lengths[i]
+                break
+        else:
+            rows.append([i])
+            room.append(max_tokens - lengths[i])
+    return rows
+
+
 def _sample_masks(items, spans, text_starts, num_slots: int, row_length: int, device):
     """Self- and cross-attention of packed samples as `BlockDiagonalMask`s: samples grouped by token count;
     each token sees its own sample's tokens, and its own sample's text of its frame's segment."""
@@ -558,28 +581,6 @@ def _padded(x: torch.Tensor, length: int, value: int) -> torch.Tensor:
     return torch.cat([x, x.new_full((length - len(x),), value)])
 
 
-# ----------------------------------------------------------------------------
-# Helpers
-# ----------------------------------------------------------------------------
-
-def pack_rows(lengths: list[int], max_tokens: int) -> list[list[int]]:
-    """First-fit-decreasing bin packing of samples (by token count) into rows.
-
-    A sample longer than max_tokens gets a row of its own."""
-    rows: list[list[int]] = []
-    room: list[int] = []
-    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
-        for r, free in enumerate(room):
-            if lengths[i] <= free:
-                rows[r].append(i)
-                room[r] -= lengths[i]
-                break
-        else:
-            rows.append([i])
-            room.append(max_tokens - lengths[i])
-    return rows
-
-
 def _per_frame(timestep, batch: int, frames: int, name: str) -> torch.Tensor:
     """A scalar, (B,) or (B, F) timestep -> (B, F) float."""
     t = torch.as_tensor(timestep, dtype=torch.float32)
@@ -605,8 +606,8 @@ def _segments_pooled(pooled, text, valid, text_seg) -> torch.Tensor:
 
 
 def _never_empty(mask: torch.Tensor) -> torch.Tensor:
-    """SDPA gives NaN for a query that may attend to nothing; let such rows see key 0 (outputs unused or
-    harmless: only padding tokens end up here)."""
+    """SDPA gives NaN for a query that may attend to nothing (a frame whose segment has no text tokens); let
+    such queries see key 0, so that nothing downstream turns NaN."""
     empty = ~mask.any(-1, keepdim=True)
     if empty.any():
         mask = mask.clone()
