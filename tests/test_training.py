@@ -184,6 +184,9 @@ def test_batch_maker_encodes_each_caption_once(tiny_pipe):
         assert "a blue square spinning on sand" not in maker.text_memo and "a red circle" in maker.text_memo
     finally:
         hook.remove()
+    keep_all = BatchMaker(tiny_pipe, DiTTrainingConfig(), np.random.default_rng(0), "cpu", text_memo_size=None)
+    keep_all.encode_texts([[f"a red circle {i}"] for i in range(5)])
+    assert len(keep_all.text_memo) == 5  # a latent cache's closed set of captions stays whole
 
 
 def test_lr_warms_up_stays_and_cools_down():

@@ -153,11 +153,11 @@ class BatchMaker:
     """Items -> the packed inputs and targets of the flow-matching loss."""
 
     def __init__(self, pipe, cfg: DiTTrainingConfig, rng: np.random.Generator, device,
-                 text_memo_size: int = 8192):
+                 text_memo_size: Optional[int] = 8192):
         self.pipe, self.cfg, self.rng, self.device = pipe, cfg, rng, device
         # caption -> (token states of its real tokens (L, E), pooled (E,)) from the frozen text encoder, least
-        # recently used first. Captions repeat (a 2,000-clip latent cache holds ~5,600, each drawn tens of times
-        # in a 10k-step run), and encoding them was 13% of a CPU step of the shipped model
+        # recently used first; None: keep all. Captions repeat (a 2,000-clip latent cache holds ~5,600, each
+        # drawn tens of times in a 10k-step run), and encoding them was 13% of a CPU step of the shipped model
         self.text_memo: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
         self.text_memo_size = text_memo_size
 
@@ -194,7 +194,7 @@ class BatchMaker:
             pooled_out.append(torch.stack([memo[t][1] for t in texts]))  # (S_i, E)
             for t in texts:
                 memo.move_to_end(t)
-        while len(memo) > self.text_memo_size:
+        while self.text_memo_size is not None and len(memo) > self.text_memo_size:
             memo.popitem(last=False)
         return tokens, pooled_out, text_seg
 
@@ -346,7 +346,9 @@ def train(cfg: DiTTrainingConfig, vae_path: str, out_dir: str, resume: bool = Tr
                                              num_workers=1, prefetch_factor=2)
     batches = (_with_num_frames(items) for items in _forever(loader))
     rng = np.random.default_rng([cfg.seed, step, accelerator.process_index])
-    maker = BatchMaker(pipe, cfg, rng, device)
+    # a latent cache's captions are a closed set (~2.8 a clip, ~50 KB each): keep them all, where an LRU smaller
+    # than the set would go on re-encoding a share of them every step
+    maker = BatchMaker(pipe, cfg, rng, device, text_memo_size=None if cfg.latent_cache_clips > 0 else 8192)
     cache_path = None
     if cfg.latent_cache_clips > 0:
         cache_path = out / f"latents-{cfg.latent_cache_clips}-rank{accelerator.process_index}.pt"
