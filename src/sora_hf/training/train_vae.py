@@ -360,7 +360,7 @@ def train(cfg: VAETrainingConfig, out_dir: str, resume: Optional[str] = None, ex
     trained = [(n, p) for n, p in vae.named_parameters() if p.requires_grad]
     groups = [{"params": [p for n, p in trained if "patch_proj" not in n], "lr_scale": 1.0},
               {"params": [p for n, p in trained if "patch_proj" in n], "lr_scale": cfg.skeleton_lr_scale}]
-    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99), fused=True)
     ema = EMAModel(vae.parameters(), decay=cfg.ema_decay, use_ema_warmup=True, model_cls=AutoencoderKLSora,
                    model_config=vae.config)
     step_module, optimizer = accelerator.prepare(step_module, optimizer)
