@@ -128,13 +128,16 @@ class BlockDiagonalMask:
         """q (R, h, N, d), k and v (R, h, M, d) -> (R, h, N, d); padding queries get zeros."""
         R, h, N, d = q.shape
         q, k, v = (x.transpose(1, 2).reshape(-1, h, d) for x in (q, k, v))  # (R * N or R * M, h, d)
+
+        def take(x, index):  # index_select, not x[index]: its backward is an index_add, not an index_put
+            return x.index_select(0, index.flatten()).unflatten(0, index.shape).transpose(1, 2)  # (G, h, n, d)
+
         outs = []
         for queries, keys, mask in self.groups:
-            out = F.scaled_dot_product_attention(q[queries].transpose(1, 2), k[keys].transpose(1, 2),
-                                                 v[keys].transpose(1, 2), attn_mask=mask)  # (G, h, n, d)
+            out = F.scaled_dot_product_attention(take(q, queries), take(k, keys), take(v, keys), attn_mask=mask)
             outs.append(out.transpose(1, 2).reshape(-1, h, d))  # (G * n, h, d)
         outs.append(q.new_zeros(1, h, d))
-        return torch.cat(outs)[self.inverse].reshape(R, N, h, d).transpose(1, 2)  # (R, h, N, d)
+        return torch.cat(outs).index_select(0, self.inverse).reshape(R, N, h, d).transpose(1, 2)  # (R, h, N, d)
 
 
 class SoraAttention(nn.Module, AttentionModuleMixin):
