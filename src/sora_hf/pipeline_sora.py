@@ -419,9 +419,10 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
             scenes (about 6 points), and guidance 6 loses colour. Nor, on 40 eval videos (shape / motion, defaults
             28 / 48%), did re-noising each step (the x0 and noise estimates recombined with fresh noise, eta 0.5:
             22 / 40; eta 1: 25 / 25), ending at sigma 0.2 on the x0 estimate (22 / 38) or no guidance below 0.3
-            (32 / 38). `bench/noise_levels.py` says why: the same model brought back from a true clip noised to
-            0.6 keeps its motion (80%), from 0.8 less (65%), from 0.9 as little as from noise (28%), so the
-            layout is lost in the first, highest-noise steps, which is the training's to fix, not the sampler's.
+            (32 / 38). `bench/noise_levels.py` says why: sampled back from the true clip noised to 0.6 or 0.8, the
+            same 40 scenes keep shape 45 / 48% and motion 80 / 65%, from 0.9 only 30 / 28% (from pure noise
+            28 / 50%), so the layout is decided, and lost, in the steps above 0.8: the training's to fix, not the
+            sampler's.
         guidance_interval: (low, high] noise levels at which classifier-free guidance applies, per latent
             frame (Kynkäänniemi et al. 2024); elsewhere the text-conditioned velocity is used alone, and a step
             with no frame inside costs one DiT pass instead of two. The default guides every level: on the
