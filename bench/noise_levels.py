@@ -22,7 +22,6 @@ import argparse
 import time
 from collections import defaultdict
 
-import numpy as np
 import torch
 from adherence import ATTRIBUTES, dominant, percent, rates, scene_plan, score
 from tqdm.auto import tqdm

@@ -383,7 +383,7 @@ def train(cfg: DiTTrainingConfig, vae_path: str, out_dir: str, resume: bool = Tr
         end_step = bar.total = steps_within_budget(cfg.steps, step, wall, cfg.time_budget_h)
         bar.update()
         bar.set_postfix(loss=f"{loss.item():.4f}")
-        if step % cfg.log_every == 0 or step == cfg.steps:
+        if step % cfg.log_every == 0 or finished(step, wall):
             log.write(step, loss=loss.item(), grad_norm=float(grad_norm), lr=optimizer.param_groups[0]["lr"],
                       wall_time_s=round(wall, 1))
         if step % cfg.save_every == 0 or finished(step, wall):
