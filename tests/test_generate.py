@@ -28,6 +28,12 @@ def test_generate_writes_one_file_per_variation_with_its_seed(model_dir, tmp_pat
     assert main(argv[:-6] + ["--variations", "1", "--seed", "6", "--out", str(tmp_path / "again")]) == 0
     diff = np.abs(read_video(tmp_path / "again" / "sora_6.mp4").astype(int) - b.astype(int))
     assert diff.mean() < 1.5, diff.mean()  # H.264 is lossy; batch-of-2 vs batch-of-1 float noise is not
+    # the same seed again, another prompt: a new file beside the first, which stays as it was
+    assert main(["generate", "a blue box", *argv[2:-6], "--variations", "1", "--seed", "5", "--out",
+                 str(tmp_path)]) == 0
+    assert np.array_equal(read_video(tmp_path / "sora_5.mp4"), a)
+    assert json.loads((tmp_path / "sora_5-2.json").read_text())["prompt"] == "a blue box"
+    assert read_video(tmp_path / "sora_5-2.mp4").shape == a.shape
 
 
 def test_generate_image_and_storyboard(model_dir, tmp_path):

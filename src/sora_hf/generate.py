@@ -32,6 +32,16 @@ def parse_storyboard(cards: list[str]) -> list[tuple[str, int, int]]:
     return board
 
 
+def unused_path(folder: Path, stem: str, suffix: str) -> Path:
+    """folder/stem+suffix, or stem-2, stem-3, ... where that file or its .json exists: a rerun with the same
+    seed (another prompt, say) adds files instead of replacing the earlier ones."""
+    path, k = folder / f"{stem}{suffix}", 1
+    while path.exists() or path.with_suffix(".json").exists():
+        k += 1
+        path = folder / f"{stem}-{k}{suffix}"
+    return path
+
+
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("generate", help="generate videos or images from text",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -100,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     suffix = ".png" if num_frames == 1 else ".mp4"
     for k, video in enumerate(frames):
-        path = out / f"sora_{seed + k}{suffix}"
+        path = unused_path(out, f"sora_{seed + k}", suffix)
         write_video(path, video, upscale=args.upscale)
         meta = {"prompt": args.prompt, "storyboard": storyboard, "seed": seed + k, "height": height, "width": width,
                 "num_frames": num_frames, "steps": sampler["num_inference_steps"],
