@@ -113,7 +113,8 @@ def record_command(out_dir: Path, step: int) -> list[dict]:
     made it. The commit is read here, at the start: the provenance's own `git_commit` is read at export, and
     a long run can outlive the commit it started from."""
     path = Path(out_dir) / "commands.jsonl"
-    entry = {"command": provenance()["command"], "git_commit": _git_commit(), "from_step": step,
+    now = provenance()
+    entry = {"command": now["command"], "git_commit": now["git_commit"], "from_step": step,
              "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     with open(path, "a") as f:
         f.write(json.dumps(entry) + "\n")
