@@ -149,11 +149,14 @@ def choose_texts(item: dict, rng: np.random.Generator, cfg: DiTTrainingConfig) -
 # One training step's inputs
 # ----------------------------------------------------------------------------
 
+TEXT_MEMO_SIZE = 8192  # captions BatchMaker keeps encoded when they are drawn from an endless stream
+
+
 class BatchMaker:
     """Items -> the packed inputs and targets of the flow-matching loss."""
 
     def __init__(self, pipe, cfg: DiTTrainingConfig, rng: np.random.Generator, device,
-                 text_memo_size: Optional[int] = 8192):
+                 text_memo_size: Optional[int] = TEXT_MEMO_SIZE):
         self.pipe, self.cfg, self.rng, self.device = pipe, cfg, rng, device
         # caption -> (token states of its real tokens (L, E), pooled (E,)) from the frozen text encoder, least
         # recently used first; None: keep all. Captions repeat (a 2,000-clip latent cache holds ~5,600, each
@@ -350,7 +353,7 @@ def train(cfg: DiTTrainingConfig, vae_path: str, out_dir: str, resume: bool = Tr
     rng = np.random.default_rng([cfg.seed, step, accelerator.process_index])
     # a latent cache's captions are a closed set (~2.8 a clip, ~50 KB each): keep them all, where an LRU smaller
     # than the set would go on re-encoding a share of them every step
-    maker = BatchMaker(pipe, cfg, rng, device, text_memo_size=None if cfg.latent_cache_clips > 0 else 8192)
+    maker = BatchMaker(pipe, cfg, rng, device, text_memo_size=None if cfg.latent_cache_clips > 0 else TEXT_MEMO_SIZE)
     cache_path = None
     if cfg.latent_cache_clips > 0:
         cache_path = out / f"latents-{cfg.latent_cache_clips}-rank{accelerator.process_index}.pt"
