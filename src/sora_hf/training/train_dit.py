@@ -87,7 +87,10 @@ class DiTTrainingConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.998
     max_tokens_per_row: int = 640  # Patch n' Pack row length in training
-    latent_cache_clips: int = 0  # > 0: encode this many clips once and train on them (fast on CPU); 0: on the fly
+    # > 0: encode this many clips once and train on them (fast on CPU); 0: on the fly. Measured, 300 eval scenes,
+    # seen compositions, colour/shape/motion short | long: 4,000 clips and 12,174 steps (2.4 h of training) gave
+    # 93/42/29 | 90/37/22% vs 94/39/27 | 86/40/30% for the shipped 2,000 clips and 9,000 steps: no better
+    latent_cache_clips: int = 0
     # --- bookkeeping
     seed: int = 0
     log_every: int = 10
