@@ -58,7 +58,10 @@ class DiTTrainingConfig:
     storyboard_fraction: float = 0.3
     batch_size: int = 12  # clips per step
     # --- flow matching
-    logit_mean: float = 0.0  # logit-normal timestep sampling (SD3)
+    # logit-normal timestep sampling (SD3). Measured: the shipped DiT fine-tuned 1,200 steps with logit_mean 0.8
+    # (more steps at high noise, where layout is decided) vs as shipped, 100 eval scenes, seen, colour/shape/motion
+    # short | long: 87/40/17 | 86/28/28% vs 95/33/27 | 90/38/30%: worse in all but short-caption shape
+    logit_mean: float = 0.0
     logit_std: float = 1.0
     # sigma -> shift * sigma / (1 + (shift - 1) * sigma); the pipeline's scheduler uses the same. 3 puts ~1/4 of
     # the steps above sigma 0.85 (1 puts 4%), where layout is decided; sampling the shipped DiT with shift 3 beat
