@@ -12,7 +12,8 @@ from safetensors.torch import load_file
 
 from sora_hf.models.autoencoder_kl_sora import AutoencoderKLSora
 from sora_hf.pipeline_sora import SoraPipeline
-from sora_hf.training.train_dit import BatchMaker, DiTTrainingConfig, lr_factor, sample_sigmas
+from sora_hf.training.train_dit import (BatchMaker, DiTTrainingConfig, channel_loss_weights, flow_matching_loss,
+                                        lr_factor, sample_sigmas)
 from sora_hf.training.train_dit import train as train_dit
 from sora_hf.training.train_vae import VAETrainingConfig
 from sora_hf.training.train_vae import train as train_vae
@@ -213,6 +214,22 @@ def test_uniform_fraction_trains_the_low_noise_end():
     assert (shifted < 0.2).float().mean() < 0.02  # the shifted logit-normal alone hardly visits low noise
     assert abs((mixed < 0.2).float().mean() - 0.5 * 0.2) < 0.02  # half the clips now spread over [0, 1]
     assert ((mixed >= 0) & (mixed <= 1)).all() and abs(mixed.median() - 0.5) < 0.2
+
+
+def test_channel_weights_turn_the_loss_into_raw_latent_mse():
+    std = [4.0, 2.0, 1.0, 1.0]
+    assert channel_loss_weights(std, 0.0) is None and channel_loss_weights(None, 1.0) is None
+    weights = channel_loss_weights(std, 1.0)
+    assert torch.allclose(weights, torch.tensor([16.0, 4.0, 1.0, 1.0]) / 5.5)
+    # a unit error in normalised channel 0 (std 4) is 4 raw units, in channel 3 (std 1) one: at power 1 the loss
+    # ranks them as raw-latent MSE does (16 : 1); at power 0 it cannot tell them apart
+    target = torch.zeros(4, 2, 3, 3)
+    errors = [target.clone(), target.clone()]
+    errors[0][0] += 1.0
+    errors[1][3] += 1.0
+    loss = lambda pred, w: flow_matching_loss([pred], dict(targets=[target], weights=[torch.ones(2)]), w).item()  # noqa: E731
+    assert loss(errors[0], weights) == pytest.approx(16 * loss(errors[1], weights), rel=1e-5)
+    assert loss(errors[0], None) == loss(errors[1], None)
 
 
 def dataclass_replace(cfg, **changes):
