@@ -410,24 +410,12 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
             latent frame's tokens attend only to their own segment's text.
         conditions: `SoraCondition`s (images/clips at frame indices with a strength) for image->video,
             keyframes, extend, loop, blend and remix.
-        num_inference_steps, guidance_scale: the defaults (20, 4.0, with the scheduler's shift 3) against other
-            settings on the shipped model, 60 eval scenes (`bench/adherence.py --num-scenes 60`), colour / shape /
-            motion (images then counted in motion, as "still"): defaults 93 / 29 / 53%; guidance 2.5: 93 / 34 /
-            44; guidance 6: 82 / 32 / 46; 40 steps: 90 / 27 / 50; shift 1: 89 / 33 / 46; shift 6: 93 / 31 / 52;
-            guidance rescale (0.4, 0.7), APG and frequency-split guidance (low / high spatial frequencies at 4 / 1
-            and 4 / 7) read no better either. None is better beyond the noise of 60
-            scenes (about 6 points), and guidance 6 loses colour. Nor, on 40 eval videos (shape / motion, defaults
-            28 / 48%), did re-noising each step (the x0 and noise estimates recombined with fresh noise, eta 0.5:
-            22 / 40; eta 1: 25 / 25), ending at sigma 0.2 on the x0 estimate (22 / 38) or no guidance below 0.3
-            (32 / 38). `bench/noise_levels.py` says why: sampled back from the true clip noised to 0.6 or 0.8, the
-            same 40 scenes keep shape 45 / 48% and motion 80 / 65%, from 0.9 only 30 / 28% (from pure noise
-            28 / 50%), so the layout is decided, and lost, in the steps above 0.8: the training's to fix, not the
-            sampler's.
+        num_inference_steps, guidance_scale: 20 and 4.0 by default, with the scheduler's shift 3. On the shipped
+            model, other step counts, guidances, shifts, guidance rescale, APG and re-noising samplers read no
+            better on eval scenes; the model card's "What was tried" gives the numbers.
         guidance_interval: (low, high] noise levels at which classifier-free guidance applies, per latent
-            frame (Kynkäänniemi et al. 2024); elsewhere the text-conditioned velocity is used alone, and a step
-            with no frame inside costs one DiT pass instead of two. The default guides every level: on the
-            shipped model, (0, 0.7) read the same within noise on 60 eval scenes (shape 33 vs 29%, colour 91
-            vs 93%, motion 47 vs 53%) while skipping the unconditional pass in 11 of the 20 default steps.
+            frame (Kynkäänniemi et al. 2024). Elsewhere the text-conditioned velocity is used alone, and a step
+            with no frame inside costs one DiT pass instead of two. The default guides every level.
         Returns `SoraPipelineOutput(frames)`; np frames are (B, F, H, W, 3) floats in [0, 1].
         """
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
