@@ -218,7 +218,9 @@ def test_uniform_fraction_trains_the_low_noise_end():
 
 def test_channel_weights_turn_the_loss_into_raw_latent_mse():
     std = [4.0, 2.0, 1.0, 1.0]
-    assert channel_loss_weights(std, 0.0) is None and channel_loss_weights(None, 1.0) is None
+    assert channel_loss_weights(std, 0.0) is None and channel_loss_weights(None, 0.0) is None
+    with pytest.raises(ValueError, match="channel_weight_power=1.0 .* latents_std"):
+        channel_loss_weights(None, 1.0)  # a VAE without statistics: say so, rather than train unweighted
     weights = channel_loss_weights(std, 1.0)
     assert torch.allclose(weights, torch.tensor([16.0, 4.0, 1.0, 1.0]) / 5.5)
     # a unit error in normalised channel 0 (std 4) is 4 raw units, in channel 3 (std 1) one: at power 1 the loss
@@ -227,7 +229,10 @@ def test_channel_weights_turn_the_loss_into_raw_latent_mse():
     errors = [target.clone(), target.clone()]
     errors[0][0] += 1.0
     errors[1][3] += 1.0
-    loss = lambda pred, w: flow_matching_loss([pred], dict(targets=[target], weights=[torch.ones(2)]), w).item()  # noqa: E731
+
+    def loss(prediction, channel_weights):
+        return flow_matching_loss([prediction], dict(targets=[target], weights=[torch.ones(2)]), channel_weights).item()
+
     assert loss(errors[0], weights) == pytest.approx(16 * loss(errors[1], weights), rel=1e-5)
     assert loss(errors[0], None) == loss(errors[1], None)
 

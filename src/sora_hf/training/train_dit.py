@@ -288,8 +288,11 @@ def lr_factor(step: int, end_step: int, cfg: DiTTrainingConfig) -> float:
 def channel_loss_weights(latents_std, power: float, device=None) -> Optional[torch.Tensor]:
     """(C,) per-channel loss weights latents_std ** (2 * power), mean 1; None where they are all 1 (the loss
     logged is the weighted one, so runs at different powers log different scales)."""
-    if power == 0 or not latents_std:
+    if power == 0:
         return None
+    if not latents_std:
+        raise ValueError(f"channel_weight_power={power} weighs channels by the VAE's latents_std, and this VAE's "
+                         "config has none: use a VAE trained by `sora-hf train-vae`, or channel_weight_power=0")
     weights = torch.tensor(latents_std, dtype=torch.float32, device=device) ** (2 * power)
     return weights / weights.mean()
 
@@ -333,6 +336,7 @@ def train(cfg: DiTTrainingConfig, vae_path: str, out_dir: str, resume: bool = Tr
     torch.manual_seed(cfg.seed)
 
     vae = AutoencoderKLSora.from_pretrained(vae_path).to(device).eval().requires_grad_(False)
+    channel_weights = channel_loss_weights(vae.config.latents_std, cfg.channel_weight_power, device)
     text_encoder = _bundled_text_model("text_encoder").to(device).eval().requires_grad_(False)
     tokenizer = _bundled_text_model("tokenizer")
     scheduler = FlowMatchEulerDiscreteScheduler(shift=cfg.shift)
@@ -386,7 +390,6 @@ def train(cfg: DiTTrainingConfig, vae_path: str, out_dir: str, resume: bool = Tr
     # a latent cache's captions are a closed set (~2.8 a clip, ~50 KB each): keep them all, where an LRU smaller
     # than the set would go on re-encoding a share of them every step
     maker = BatchMaker(pipe, cfg, rng, device, text_memo_size=None if cfg.latent_cache_clips > 0 else TEXT_MEMO_SIZE)
-    channel_weights = channel_loss_weights(vae.config.latents_std, cfg.channel_weight_power, device)
     cache_path = None
     if cfg.latent_cache_clips > 0:
         cache_path = out / f"latents-{cfg.latent_cache_clips}-rank{accelerator.process_index}.pt"
