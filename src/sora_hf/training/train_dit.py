@@ -43,15 +43,11 @@ class DiTTrainingConfig:
     # --- model
     preset: str = "sora-tiny"  # SoraTransformer3DModel preset (transformer_sora.PRESETS)
     # spatial patch of latent pixels; 0 keeps init_from's (2 for a fresh model). A finer one than init_from's
-    # starts from its weights (SoraTransformer3DModel.with_patch_size). Measured: the shipped DiT plus 1,500 steps
-    # at patch 1 (1.7 h, 4x the tokens) vs as shipped, 60 eval scenes: colour 97 vs 93%, shape 35 vs 29%, motion
-    # 56 vs 53%; the 17x64x64 clip takes 1.82 vs 0.84 s
+    # starts from its weights (SoraTransformer3DModel.with_patch_size). Patch 1 on the shipped DiT: within noise,
+    # at twice the sampling time (numbers: model card, "What was tried")
     patch_size: int = 0
     # start from this saved transformer (e.g. pipelines/sora-tiny/transformer) instead of a fresh preset; its
-    # provenance is kept inside the new one, so continued training names every run behind the weights. Measured:
-    # the shipped DiT plus 1,500 steps (lr 2e-4, 4,000 clips) vs as shipped, 300 eval scenes, seen, colour/shape/
-    # motion short | long: 92/42/27 | 86/41/26% vs 94/39/27 | 86/40/30%: no better (the first 100 of those scenes
-    # alone read short-caption shape 50 vs 33%: under 300 scenes, a gain of that size can be noise)
+    # provenance is kept inside the new one, so continued training names every run behind the weights
     init_from: str = ""
     # --- data (ShapeWorld unless --video-folder)
     tier: int = 1  # 1: 64 px short side, 2: 128 px
@@ -61,9 +57,8 @@ class DiTTrainingConfig:
     storyboard_fraction: float = 0.3
     batch_size: int = 12  # clips per step
     # --- flow matching
-    # logit-normal timestep sampling (SD3). Measured: the shipped DiT fine-tuned 1,200 steps with logit_mean 0.8
-    # (more steps at high noise, where layout is decided) vs as shipped, 100 eval scenes, seen, colour/shape/motion
-    # short | long: 87/40/17 | 86/28/28% vs 95/33/27 | 90/38/30%: no better, lower in all but short-caption shape
+    # logit-normal timestep sampling (SD3). 0.8 (more steps at high noise, where layout is decided) on the shipped
+    # DiT: no better (numbers: model card, "What was tried")
     logit_mean: float = 0.0
     logit_std: float = 1.0
     # sigma -> shift * sigma / (1 + (shift - 1) * sigma); the pipeline's scheduler uses the same. 3 puts ~1/4 of
@@ -71,19 +66,15 @@ class DiTTrainingConfig:
     # shift 1 on 30 eval scenes (long-caption colour 87 vs 83%, short-caption shape 26 vs 17%)
     shift: float = 3.0
     # this fraction of clips draws sigma ~ U(0, 1) instead, since the shifted logit-normal puts <1% of them below
-    # sigma 0.2, where the last sampling steps work. Measured on the shipped DiT, 700 more steps with 0.5 vs 0:
-    # eval velocity error at sigma 0.05 / 0.1 / 0.2 ended 12 / 8 / 6% lower, adherence on 48 scenes the same.
-    # 3,300 more steps with 0.5 on 2,000 clips it had not seen (--seed 1; 55 min, lr cooled over the last
-    # 1,500), vs as shipped, 60 eval scenes: colour 97 vs 93%, shape 34 vs 29%, motion 48 vs 53%: within noise
+    # sigma 0.2, where the last sampling steps work. 0.5 on the shipped DiT lowers the eval velocity error there;
+    # adherence within noise (numbers: model card, "What was tried")
     uniform_fraction: float = 0.0
     # per-channel loss weight latents_std ** (2 * power), normalised to mean 1. 0: every normalised channel alike;
     # 1: MSE in raw latent units, which through a near-linear (PCA-skeleton) decoder is pixel MSE. At 0 the shipped
     # DiT's x0 error at sigma 0.3-0.8 puts 82-89% of the loss on channels 4-15, which make 5-14% of the pixel error,
-    # while channel 0 (each 4x8x8 block's mean, std 18) makes 63-80% of it: the visible 8x8 blocks. Measured: the
-    # shipped DiT plus 1,500 steps at power 1 vs the same 1,500 steps at 0, 300 eval scenes, seen, colour/shape/
-    # motion short | long: 95/34/21 | 92/36/20% vs 92/42/27 | 86/41/26%: cleaner backgrounds and colour (>= 90%
-    # on both caption sets, as no other run), but shape and motion live partly in the small channels and fall;
-    # power 0.5 lands between (95/35/23 | 89/39/26%)
+    # while channel 0 (each 4x8x8 block's mean, std 18) makes 63-80% of it: the visible 8x8 blocks. Power 1 on the
+    # shipped DiT: cleaner backgrounds and colour, lower shape and motion, which live partly in the small channels;
+    # 0.5 between (numbers: model card, "What was tried")
     channel_weight_power: float = 0.0
     text_dropout: float = 0.1
     condition_fraction: float = 0.3  # clips with clean / low-noise frames
@@ -102,9 +93,8 @@ class DiTTrainingConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.998
     max_tokens_per_row: int = 640  # Patch n' Pack row length in training
-    # > 0: encode this many clips once and train on them (fast on CPU); 0: on the fly. Measured, 300 eval scenes,
-    # seen compositions, colour/shape/motion short | long: 4,000 clips and 12,174 steps (2.4 h of training) gave
-    # 93/42/29 | 90/37/22% vs 94/39/27 | 86/40/30% for the shipped 2,000 clips and 9,000 steps: no better
+    # > 0: encode this many clips once and train on them (fast on CPU); 0: on the fly. 4,000 clips (and 12,174
+    # steps) instead of the shipped 2,000 (and 9,000): no better (numbers: model card, "What was tried")
     latent_cache_clips: int = 0
     # --- bookkeeping
     seed: int = 0

@@ -67,11 +67,9 @@ class VAETrainingConfig:
     init_from: str = ""  # start from this saved VAE instead of the preset + PCA skeleton (fine-tuning)
     train_encoder: bool = True  # False: decoder only, so the latents (and a DiT trained on them) stay valid
     # > 0: the decoder sees z + s * eps with s ~ U(0, latent_noise) per clip, in normalised latent units (the
-    # DiT's); a decoder-only fine-tune with it keeps the latents. Measured from the shipped VAE with 0.3, EMA
-    # weights after 500 steps: sampled clips lose most of the 8x8 blocks in their backgrounds, but clean
-    # reconstructions drop 29.2 -> 27.7 dB (images 32.6 -> 29.4; no better at 1,000 steps) and 60 eval scenes
-    # through the shipped DiT read no better (shape 25 vs 29%, motion 48 vs 53%): the blocky objects are the
-    # DiT's, not the decoder's. Not shipped.
+    # DiT's); a decoder-only fine-tune with it keeps the latents. 0.3 on the shipped VAE: sampled backgrounds
+    # lose their 8x8 blocks, the objects do not (the blocks on them are the DiT's), and clean reconstructions
+    # lose 1.5 dB (numbers: model card, "What was tried")
     latent_noise: float = 0.0
     # --- data: ShapeWorld, all sizes (tier 1 and 2, every aspect ratio), durations and styles
     tier2_fraction: float = 0.3  # share of clips at the 128 px tier
