@@ -189,3 +189,8 @@ def test_with_patch_size_starts_from_the_coarser_model():
     assert fine(x, torch.tensor([300.0]), text()).sample.shape == x.shape
     with pytest.raises(ValueError, match=r"patch_size=3 must divide the current patch_size=2"):
         coarse.with_patch_size(3)
+
+
+def test_with_patch_size_of_a_default_built_model():
+    """patch_size left at its default when built must still change (diffusers' from_config skips such keys)."""
+    assert tiny_model().with_patch_size(1).config.patch_size == 1

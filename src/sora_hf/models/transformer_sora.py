@@ -355,7 +355,8 @@ class SoraTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Attentio
         old = self.config.patch_size
         if patch_size < 1 or old % patch_size:
             raise ValueError(f"patch_size={patch_size} must divide the current patch_size={old}")
-        model = type(self).from_config({**self.config, "patch_size": patch_size})
+        # as a keyword: from_config skips the keys a model was built with by default, a dict entry included
+        model = type(self).from_config(self.config, patch_size=patch_size)
         k, pt, c_in, c_out = old // patch_size, self.config.patch_size_t, self.config.in_channels, self.out_channels
         state = {name: value for name, value in self.state_dict().items()
                  if not name.startswith(("patch_embed.", "proj_out."))}
