@@ -178,12 +178,13 @@ def main():
                         help="the flow-matching scheduler's timestep shift; default: the pipeline's scheduler config")
     parser.add_argument("--i2v-scenes", type=int, default=30, help="image->video scenes (0: skip)")
     parser.add_argument("--storyboard-scenes", type=int, default=60, help="two-segment storyboards (0: skip)")
+    parser.add_argument("--int8", action="store_true", help="the DiT's blocks in int8 (quantize_int8)")
     parser.add_argument("--out", default="bench/results/adherence.json")
     args = parser.parse_args()
 
     from sora_hf.app import load_pipeline
 
-    pipe = load_pipeline(args.model)
+    pipe = load_pipeline(args.model, int8=args.int8)
     if args.shift is not None:
         pipe.scheduler.set_shift(args.shift)
     call_defaults = {name: value for name, value in (("num_inference_steps", args.steps),
@@ -227,7 +228,8 @@ def main():
     for attribute, table in confusion.items():
         print_confusion(attribute, table)
     result = {"num_scenes": args.num_scenes, "model": args.model, "seconds": round(time.time() - start, 1),
-              "settings": call_defaults | {"shift": pipe.scheduler.shift}, "vae_ceiling": vae_ceiling,
+              "settings": call_defaults | {"shift": pipe.scheduler.shift, "int8": args.int8},
+              "vae_ceiling": vae_ceiling,
               "confusion": {a: {truth: dict(row) for truth, row in table.items()} for a, table in confusion.items()},
               "by_caption": {k: summary[f"{k} seen"] for k in ("short", "long") if f"{k} seen" in summary},
               "held_out": summary.get("held-out"), "groups": summary,

@@ -11,7 +11,9 @@ guidance batch (2) of a 17x64x64 clip is the default case: latents
 turns call by call, so drift on a shared machine hits them alike. Beside the
 full step it times our linear layers alone on the same inputs: the matmuls
 that any model of this width, depth and token count does, i.e. the floor
-that trimming everything else could reach.
+that trimming everything else could reach in float32; and ours with the
+blocks in int8 (`quantize_int8`, the CPU inference option; the peers stay
+float32, so that ratio is the option's, not the architecture's).
 """
 
 import argparse
@@ -73,18 +75,21 @@ def step_latency(preset: str, latent: tuple, batch: int, repeats: int) -> dict:
     linears = linear_calls(ours, (x, t_frames, text, mask))
     fused = copy.deepcopy(ours)
     fused.fuse_qkv_projections()  # diffusers' opt-in: one matmul for q, k, v (not with LoRA adapters loaded)
+    int8 = copy.deepcopy(ours).quantize_int8()
     results = timed({
         "ours": lambda: ours(x, t_frames, text, mask),
         "wan": lambda: wan(x, torch.full((batch,), 500.0), text),
         "ltx": lambda: ltx(tokens, text, torch.full((batch,), 500.0), mask, num_frames=F, height=H // 2, width=W // 2),
         "ours_fused_qkv": lambda: fused(x, t_frames, text, mask),
         "ours_linears_only": lambda: [nn.functional.linear(i, w, b) for i, w, b in linears],
+        "ours_int8": lambda: int8(x, t_frames, text, mask),
     }, repeats)
     results["ratio_vs_faster_peer"] = results["ours"] / min(results["wan"], results["ltx"])
     results["fused_ratio_vs_faster_peer"] = results["ours_fused_qkv"] / min(results["wan"], results["ltx"])
     # the matmuls every model of this width, depth and token count must do (Wan and LTX do them too): the
     # floor of ours/faster that any eager-mode trimming of the rest could reach
     results["linears_only_ratio_vs_faster_peer"] = results["ours_linears_only"] / min(results["wan"], results["ltx"])
+    results["int8_ratio_vs_faster_peer"] = results["ours_int8"] / min(results["wan"], results["ltx"])
     results["tokens"] = tokens.shape[0] * tokens.shape[1]
     return results
 
@@ -138,14 +143,15 @@ def main():
     C = args.latent_channels
     cases = {"17x64x64 cfg (2x80 tokens)": ((C, 5, 8, 8), 2), "65x64x112 cfg (2x476 tokens)": ((C, 17, 8, 14), 2)}
     results = {"preset": args.preset, "latent_channels": C, "threads": torch.get_num_threads(), "cases": {}}
-    print(f"{'case':30s} {'ours ms':>9s} {'fused ms':>9s} {'wan ms':>9s} {'ltx ms':>9s} {'ours/faster':>12s} "
-          f"{'fused/faster':>13s} {'linears/faster':>15s}")
+    print(f"{'case':30s} {'ours ms':>9s} {'fused ms':>9s} {'int8 ms':>9s} {'wan ms':>9s} {'ltx ms':>9s} "
+          f"{'ours/faster':>12s} {'fused/faster':>13s} {'linears/faster':>15s} {'int8/faster':>12s}")
     for name, (latent, batch) in cases.items():
         r = step_latency(args.preset, latent, batch, args.repeats)
         results["cases"][name] = r
-        print(f"{name:30s} {r['ours'] * 1e3:9.1f} {r['ours_fused_qkv'] * 1e3:9.1f} {r['wan'] * 1e3:9.1f} "
-              f"{r['ltx'] * 1e3:9.1f} {r['ratio_vs_faster_peer']:11.2f}x {r['fused_ratio_vs_faster_peer']:12.2f}x "
-              f"{r['linears_only_ratio_vs_faster_peer']:14.2f}x  (target <= {TARGET_RATIO})")
+        print(f"{name:30s} {r['ours'] * 1e3:9.1f} {r['ours_fused_qkv'] * 1e3:9.1f} {r['ours_int8'] * 1e3:9.1f} "
+              f"{r['wan'] * 1e3:9.1f} {r['ltx'] * 1e3:9.1f} {r['ratio_vs_faster_peer']:11.2f}x "
+              f"{r['fused_ratio_vs_faster_peer']:12.2f}x {r['linears_only_ratio_vs_faster_peer']:14.2f}x "
+              f"{r['int8_ratio_vs_faster_peer']:11.2f}x  (target <= {TARGET_RATIO})")
     pack = packed_vs_padded(args.preset, C, max(5, args.repeats // 4))
     results["packing"] = pack
     print(f"mixed batch, {pack['real_tokens']} real tokens: packed {pack['packed_tokens_per_s']:.0f} tok/s, "

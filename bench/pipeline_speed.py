@@ -4,8 +4,9 @@
 
 Times the default clip (17 frames, 64x64: 2.1 s of video at 8 fps) and a 64x64 image, median of
 --repeats runs after one warm-up run, with the text encoder, every denoising step (classifier-free
-guidance included) and the VAE decode. The target is the clip's own duration: generating it must be
-faster than playing it. Also reports the process's peak resident memory. Writes
+guidance included) and the VAE decode; then both again with the DiT's blocks in int8
+(`quantize_int8`, the CPU option of `sora-hf generate --int8`). The target is the clip's own
+duration: generating it must be faster than playing it. Also reports the process's peak resident memory. Writes
 bench/results/pipeline_speed.json (its "card" entry is what the model card shows).
 """
 
@@ -42,15 +43,19 @@ def main(argv=None) -> int:
     pipe.set_progress_bar_config(disable=True)
     prompt = "a red circle bouncing on a sky background"
     results = {}
-    for name, size in CASES.items():
-        pipe(prompt, generator=torch.Generator().manual_seed(0), **size)  # warm-up
-        times = []
-        for r in range(args.repeats):
-            start = time.perf_counter()
-            pipe(prompt, generator=torch.Generator().manual_seed(r), **size)
-            times.append(time.perf_counter() - start)
-        results[name] = {"median_s": round(statistics.median(times), 3), "times_s": [round(t, 3) for t in times]}
-        print(f"{name:16s} median {results[name]['median_s']:.3f} s over {args.repeats} runs")
+    for precision in ("", " int8"):
+        if precision:
+            pipe.transformer.quantize_int8()
+        for case, size in CASES.items():
+            name = case + precision
+            pipe(prompt, generator=torch.Generator().manual_seed(0), **size)  # warm-up
+            times = []
+            for r in range(args.repeats):
+                start = time.perf_counter()
+                pipe(prompt, generator=torch.Generator().manual_seed(r), **size)
+                times.append(time.perf_counter() - start)
+            results[name] = {"median_s": round(statistics.median(times), 3), "times_s": [round(t, 3) for t in times]}
+            print(f"{name:21s} median {results[name]['median_s']:.3f} s over {args.repeats} runs")
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     clip = results["17x64x64 clip"]["median_s"]
     verdict = "PASS" if clip <= TARGET_S else "FAIL"
@@ -63,6 +68,7 @@ def main(argv=None) -> int:
            "verdict": verdict, "peak_rss_mib": round(peak_mib),
            "card": {"machine": machine, "17-frame 64x64 clip": f"{clip:.2f} s",
                     "64x64 image": f"{results['64x64 image']['median_s']:.2f} s",
+                    "the clip with --int8": f"{results['17x64x64 clip int8']['median_s']:.2f} s",
                     "peak memory": f"{peak_mib:.0f} MiB"}}
     write_json(Path(args.out), out)
     return 0

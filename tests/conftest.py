@@ -39,12 +39,19 @@ def tiny_pipe():
     return pipe
 
 
-@pytest.fixture(scope="session")
-def shipped_pipe():
+def load_shipped(int8: bool = False):
     if not (SHIPPED / "transformer").exists():
         pytest.skip("pipelines/sora-tiny has no trained transformer yet")
-    from sora_hf.pipeline_sora import SoraPipeline
+    from sora_hf.app import load_pipeline
 
-    pipe = SoraPipeline.from_pretrained(SHIPPED)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return load_pipeline(SHIPPED, int8=int8)
+
+
+@pytest.fixture(scope="session")
+def shipped_pipe():
+    return load_shipped()
+
+
+@pytest.fixture(scope="session")
+def shipped_pipe_int8():
+    return load_shipped(int8=True)

@@ -36,6 +36,17 @@ def test_generate_writes_one_file_per_variation_with_its_seed(model_dir, tmp_pat
     assert read_video(tmp_path / "sora_5-2.mp4").shape == a.shape
 
 
+def test_generate_int8_is_close_to_float32_and_says_so(model_dir, tmp_path):
+    argv = ["generate", "a red ball bouncing", "--model", str(model_dir), "--size", "32x32", "--frames", "5",
+            "--steps", "2", "--seed", "3"]
+    assert main(argv + ["--out", str(tmp_path / "fp32")]) == 0
+    assert main(argv + ["--int8", "--out", str(tmp_path / "int8")]) == 0
+    assert json.loads((tmp_path / "int8" / "sora_3.json").read_text())["int8"] is True
+    assert json.loads((tmp_path / "fp32" / "sora_3.json").read_text())["int8"] is False
+    a, b = (read_video(tmp_path / name / "sora_3.mp4").astype(int) for name in ("fp32", "int8"))
+    assert a.shape == b.shape and 0 < np.abs(a - b).mean() < 8
+
+
 def test_generate_image_and_storyboard(model_dir, tmp_path):
     assert main(["generate", "a blue square", "--model", str(model_dir), "--size", "32x32", "--frames", "image",
                  "--steps", "2", "--seed", "1", "--out", str(tmp_path)]) == 0

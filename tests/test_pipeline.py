@@ -162,11 +162,14 @@ SHIPPED_PROMPTS = [("a red circle moving right on sky", "red"), ("a blue square 
 
 
 @pytest.mark.slow
-def test_shipped_pipeline_draws_the_colour_the_prompt_asks(shipped_pipe):
+@pytest.mark.parametrize("pipe_fixture", ["shipped_pipe", "shipped_pipe_int8"])
+def test_shipped_pipeline_draws_the_colour_the_prompt_asks(pipe_fixture, request):
     """Default settings, one clip per prompt: the analyzer must find an object of the asked colour in at
-    least 3 of the 4 clips (the adherence bench measures the rate on 300 scenes)."""
+    least 3 of the 4 clips (the adherence bench measures the rate on 300 scenes), in float32 and with the
+    DiT's blocks in int8."""
     from sora_hf.eval import analyze, find_objects
 
+    shipped_pipe = request.getfixturevalue(pipe_fixture)
     report = {}
     for seed, (prompt, colour) in enumerate(SHIPPED_PROMPTS):
         frames = shipped_pipe(prompt, generator=torch.Generator().manual_seed(seed)).frames[0]

@@ -136,6 +136,31 @@ def test_fused_qkv_projections_give_the_same_output():
         assert not torch.allclose(model(x, t, tokens).sample, out)
 
 
+def test_quantize_int8_runs_the_blocks_in_int8_close_to_float32_and_is_one_way(tmp_path):
+    from peft import LoraConfig
+
+    model = tiny_model()
+    x, t, tokens = torch.randn(2, C, 3, 4, 4), torch.tensor([100.0, 800.0]), text(2, 7)
+    with torch.no_grad():
+        out = model(x, t, tokens).sample
+        assert model.quantize_int8() is model and model.is_int8
+        assert isinstance(model.blocks[0].ff[0], torch.ao.nn.quantized.dynamic.Linear)
+        assert isinstance(model.proj_out, torch.nn.Linear)  # the output projection stays float32
+        int8 = model(x, t, tokens).sample
+    error = ((int8 - out).norm() / out.norm()).item()
+    assert 0 < error < 0.05, error  # rounded, not broken
+    torch.testing.assert_close(model.quantize_int8()(x, t, tokens).sample, int8, atol=0, rtol=0)  # idempotent
+    with pytest.raises(ValueError, match="quantize_int8"):
+        model.save_pretrained(tmp_path)
+    assert not any(tmp_path.iterdir())
+    with pytest.raises(ValueError, match="float32 model on the CPU"):
+        tiny_model().to(torch.bfloat16).quantize_int8()
+    adapted = tiny_model()
+    adapted.add_adapter(LoraConfig(r=2, target_modules=["to_q"]))
+    with pytest.raises(ValueError, match="LoRA adapters"):
+        adapted.quantize_int8()
+
+
 def test_deterministic_and_save_load_identical(tmp_path):
     model = tiny_model()
     x, t = torch.randn(1, C, 3, 4, 4), torch.tensor([700.0])

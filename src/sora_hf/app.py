@@ -64,6 +64,8 @@ DEFAULT_MAX_QUEUE = 8
 DISPLAY_SHORT_SIDE = 256  # display copies are upscaled until the short side reaches at least this
 RESULT_HEIGHT = 360  # px: a player per variation, side by side
 LIBRARY_PAGE = 60  # entries shown in the library gallery (the API can page through all)
+INT8_HELP = ("on a CPU, run the DiT's blocks in int8: ~0.65x the step time, the same adherence on eval scenes, "
+             "frames not bit-identical to float32")
 
 EXAMPLES = [
     ["a red ball bouncing on sand", "16:9", "2s"],
@@ -589,8 +591,9 @@ def resolve_model(model: str | Path) -> str:
     return str(model)
 
 
-def load_pipeline(model: str | Path):
-    """A SoraPipeline from a pipeline folder or Hub repo id, on the GPU when there is one."""
+def load_pipeline(model: str | Path, int8: bool = False):
+    """A SoraPipeline from a pipeline folder or Hub repo id, on the GPU when there is one; with `int8` on a CPU,
+    the DiT's blocks run in int8 (`SoraTransformer3DModel.quantize_int8`: ~0.65x the step time)."""
     import torch
 
     from .pipeline_sora import SoraPipeline
@@ -598,6 +601,8 @@ def load_pipeline(model: str | Path):
     pipe = SoraPipeline.from_pretrained(resolve_model(model))
     if torch.cuda.is_available():
         pipe.to("cuda")
+    elif int8:
+        pipe.transformer.quantize_int8()
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -623,6 +628,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--max-queue", type=int, default=DEFAULT_MAX_QUEUE,
                    help="generation jobs that may wait; more are answered 'Queue is full'")
     p.add_argument("--concurrency", type=int, default=1, help="generation jobs that run at once")
+    p.add_argument("--int8", action="store_true", help=INT8_HELP)
     p.set_defaults(func=run)
 
 
@@ -631,7 +637,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--port={args.port} must be from 0 to 65535")
     resolve_model(args.model)  # fail on bad input before the slow model load
     library = Library(args.library)
-    pipe = load_pipeline(args.model)
+    pipe = load_pipeline(args.model, int8=args.int8)
     demo = build_demo(pipe, library, model_name=Path(args.model).name, max_queue=args.max_queue,
                       concurrency=args.concurrency)
     print(f"library: {library.root} ({len(library)} entries)", flush=True)

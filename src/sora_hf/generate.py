@@ -15,6 +15,7 @@ import random
 import re
 from pathlib import Path
 
+from .app import INT8_HELP
 from .shapeworld.cli import parse_frames, parse_size
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "pipelines" / "sora-tiny"
@@ -66,6 +67,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--image", default=None, help="an image to start the video from (image -> video)")
     p.add_argument("--out", default="outputs/generate", help="output folder")
     p.add_argument("--upscale", type=int, default=1, help="nearest-neighbour upscale of the written files")
+    p.add_argument("--int8", action="store_true", help=INT8_HELP)
     p.set_defaults(func=run)
 
 
@@ -100,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
 
     from .app import load_pipeline  # checks the folder before the slow load
 
-    pipe = load_pipeline(args.model)
+    pipe = load_pipeline(args.model, int8=args.int8)
     pipe.set_progress_bar_config(disable=False, desc="denoising")
     generators = [torch.Generator().manual_seed(seed + k) for k in range(args.variations)]
     frames = pipe(prompt=args.prompt, negative_prompt=args.negative_prompt, height=height, width=width,
@@ -115,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
         meta = {"prompt": args.prompt, "storyboard": storyboard, "seed": seed + k, "height": height, "width": width,
                 "num_frames": num_frames, "steps": sampler["num_inference_steps"],
                 "guidance": sampler["guidance_scale"], "guidance_interval": list(sampler["guidance_interval"]),
-                "model": args.model}
+                "model": args.model, "int8": pipe.transformer.is_int8}
         path.with_suffix(".json").write_text(json.dumps(meta, indent=2))
         print(f"{path}  (seed {seed + k})")
     return 0
