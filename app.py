@@ -10,6 +10,7 @@ Environment:
                       beside this file; `sora-hf push-space` sets it to the model repo)
     SORA_HF_LIBRARY   library folder (default: /data/library on a Space with persistent
                       storage, else outputs/library beside this file)
+    SORA_HF_INT8      1: on a CPU, run the DiT's blocks in int8 (~0.65x the step time; default 0)
 On a Space (SPACE_ID is set) the app listens on 0.0.0.0:7860; elsewhere on 127.0.0.1 only.
 """
 
@@ -25,8 +26,11 @@ PERSISTENT = Path("/data")  # a Space's persistent storage, when it has some
 LIBRARY = Path(os.environ.get("SORA_HF_LIBRARY",
                               PERSISTENT / "library" if PERSISTENT.is_dir() else ROOT / "outputs" / "library"))
 ON_SPACE = "SPACE_ID" in os.environ
+INT8 = os.environ.get("SORA_HF_INT8", "0")
+if INT8 not in ("0", "1"):
+    raise ValueError(f"SORA_HF_INT8={INT8!r}: allowed values are 0 and 1")
 
-demo = build_demo(load_pipeline(MODEL), Library(LIBRARY), model_name=Path(MODEL).name)
+demo = build_demo(load_pipeline(MODEL, int8=INT8 == "1"), Library(LIBRARY), model_name=Path(MODEL).name)
 
 if __name__ == "__main__":
     launch(demo, host=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0" if ON_SPACE else "127.0.0.1"),
