@@ -39,6 +39,7 @@ import secrets
 import tempfile
 import threading
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -601,6 +602,8 @@ def load_pipeline(model: str | Path, int8: bool = False):
     pipe = SoraPipeline.from_pretrained(resolve_model(model))
     if torch.cuda.is_available():
         pipe.to("cuda")
+        if int8:
+            warnings.warn("int8 is for CPU inference; on the GPU the DiT runs in float32", stacklevel=2)
     elif int8:
         pipe.transformer.quantize_int8()
     pipe.set_progress_bar_config(disable=True)
