@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -395,8 +396,6 @@ class SoraTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Attentio
         if getattr(self, "_hf_peft_config_loaded", False):
             raise ValueError("quantize_int8: this model has LoRA adapters loaded; fuse them first "
                              "(pipe.fuse_lora(), pipe.unload_lora_weights()) so the int8 weights include them")
-        import warnings
-
         with warnings.catch_warnings():  # torch.ao.quantization's deprecation notices; the kernels are current
             warnings.simplefilter("ignore")
             torch.ao.quantization.quantize_dynamic(self.blocks, {nn.Linear}, dtype=torch.qint8, inplace=True)
