@@ -10,7 +10,10 @@ compositions (purple triangle, orange square, green circle), each aspect ratio,
 each object size, and images are reported separately, with confusion tables of
 the shape and motion read against those asked for (which way the misses go).
 Motion is scored on videos only, and every rate carries its 95% (Wilson)
-interval, so two settings can be told apart from noise.
+interval, so two settings can be told apart from noise. For the videos that
+ask for a slide (left, right, up, down) it also reports how fast the object
+travels that way, against the true clips: a motion shortfall from objects that
+stay put reads differently from one of objects that go the wrong way.
 `--steps`, `--guidance-scale`, `--guidance-interval` and `--shift` measure other
 sampler settings.
 
@@ -82,6 +85,18 @@ def score(pick, scene, segment: int = 0) -> dict[str, bool]:
     if "motion" in attributes:
         result["motion"] = pick.motion == expected_motion(scene, segment)
     return result
+
+
+DIRECTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}  # image axes: y grows downward
+
+
+def travel(pick, motion: str) -> float:
+    """How fast `pick` moves the way a sliding `motion` asks: its fitted velocity (px / frame) projected on that
+    direction (negative: the other way; 0 when there is no object)."""
+    if pick is None:
+        return 0.0
+    dx, dy = DIRECTIONS[motion]
+    return float(pick.velocity[0] * dx + pick.velocity[1] * dy)
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> list[float]:
@@ -195,13 +210,18 @@ def main():
     ceiling = defaultdict(list)  # attribute -> [bool], the analyzer on VAE reconstructions of the true clips
     # attribute -> asked for -> read on the generated clip (its dominant object; "none": no object) -> count
     confusion = {a: defaultdict(lambda: defaultdict(int)) for a in ("shape", "motion")}
+    speeds = defaultdict(list)  # "true" (the VAE's reconstruction) / "short" / "long" -> [px / frame], sliding videos
     start = time.time()
     for item in tqdm(scene_plan(args.num_scenes), desc="adherence", unit="scene"):
         clip = render_clip(item["seed"], "eval", **item["kwargs"])
         scene = clip.scene
         held = scene.is_held_out()
-        for attribute, ok in score(dominant(analyze(vae_roundtrip(pipe, clip.frames))), scene).items():
+        true_pick = dominant(analyze(vae_roundtrip(pipe, clip.frames)))
+        for attribute, ok in score(true_pick, scene).items():
             ceiling[attribute].append(ok)
+        sliding = scene.num_frames > 1 and expected_motion(scene) in DIRECTIONS
+        if sliding:
+            speeds["true"].append(travel(true_pick, expected_motion(scene)))
         for caption_kind in ("short", "long"):
             prompt = getattr(clip.captions, caption_kind)
             frames = pipe(prompt, height=scene.height, width=scene.width, num_frames=scene.num_frames,
@@ -211,6 +231,8 @@ def main():
             confusion["shape"][scene.objects[0].shape][pick.shape if pick else "none"] += 1
             if "motion" in result:  # videos only (see score)
                 confusion["motion"][expected_motion(scene)][pick.motion if pick else "none"] += 1
+            if sliding:
+                speeds[caption_kind].append(travel(pick, expected_motion(scene)))
             groups = [caption_kind, f"{caption_kind} {'held-out' if held else 'seen'}", f"ratio {item['ratio']}",
                       "image" if scene.num_frames == 1 else "video", f"size {scene.objects[0].size}",
                       *(["held-out"] if held else [])]
@@ -227,10 +249,15 @@ def main():
           f"{vae_ceiling['n']:5d}  (the true clips through the VAE: the ceiling)")
     for attribute, table in confusion.items():
         print_confusion(attribute, table)
+    translation = {name: round(float(np.median(v)), 2) for name, v in speeds.items()} | {"n": len(speeds["true"])}
+    if speeds:
+        print(f"sliding videos (n={translation['n']}), median px/frame along the asked direction: true clips "
+              f"{translation['true']:.2f}, short captions {translation['short']:.2f}, long {translation['long']:.2f}")
     result = {"num_scenes": args.num_scenes, "model": args.model, "seconds": round(time.time() - start, 1),
               "settings": call_defaults | {"shift": pipe.scheduler.shift, "int8": args.int8},
               "vae_ceiling": vae_ceiling,
               "confusion": {a: {truth: dict(row) for truth, row in table.items()} for a, table in confusion.items()},
+              "translation_px_per_frame": translation,
               "by_caption": {k: summary[f"{k} seen"] for k in ("short", "long") if f"{k} seen" in summary},
               "held_out": summary.get("held-out"), "groups": summary,
               "targets": {"colour": TARGETS["colour"], "motion": TARGETS["motion"], "shape": TARGETS["shape"]}}
