@@ -219,9 +219,9 @@ def main():
         true_pick = dominant(analyze(vae_roundtrip(pipe, clip.frames)))
         for attribute, ok in score(true_pick, scene).items():
             ceiling[attribute].append(ok)
-        sliding = scene.num_frames > 1 and expected_motion(scene) in DIRECTIONS
-        if sliding:
-            speeds["true"].append(travel(true_pick, expected_motion(scene)))
+        asked = expected_motion(scene) if scene.num_frames > 1 else None  # motion is asked of videos only
+        if asked in DIRECTIONS:
+            speeds["true"].append(travel(true_pick, asked))
         for caption_kind in ("short", "long"):
             prompt = getattr(clip.captions, caption_kind)
             frames = pipe(prompt, height=scene.height, width=scene.width, num_frames=scene.num_frames,
@@ -229,10 +229,10 @@ def main():
             pick = dominant(analyze(frames))
             result = score(pick, scene)
             confusion["shape"][scene.objects[0].shape][pick.shape if pick else "none"] += 1
-            if "motion" in result:  # videos only (see score)
-                confusion["motion"][expected_motion(scene)][pick.motion if pick else "none"] += 1
-            if sliding:
-                speeds[caption_kind].append(travel(pick, expected_motion(scene)))
+            if asked:
+                confusion["motion"][asked][pick.motion if pick else "none"] += 1
+            if asked in DIRECTIONS:
+                speeds[caption_kind].append(travel(pick, asked))
             groups = [caption_kind, f"{caption_kind} {'held-out' if held else 'seen'}", f"ratio {item['ratio']}",
                       "image" if scene.num_frames == 1 else "video", f"size {scene.objects[0].size}",
                       *(["held-out"] if held else [])]
