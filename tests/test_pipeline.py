@@ -146,6 +146,13 @@ def test_videos_per_prompt_follow_their_prompt_and_negative(tiny_pipe):
     (dict(num_videos_per_prompt=0), "num_videos_per_prompt=0"),
     (dict(guidance_interval=(0.6, 0.2)), "guidance_interval=(0.6, 0.2)"),
     (dict(guidance_interval=(0.0, 1.5)), "0 <= low < high <= 1"),
+    (dict(guidance_scale=float("nan")), "guidance_scale=nan"), (dict(guidance_scale="4"), "guidance_scale='4'"),
+    (dict(conditions=[SoraCondition(image=np.zeros((32, 48, 3)), strength="full")]), "strength='full'"),
+    (dict(conditions=[SoraCondition(image=np.full((32, 48, 3), 200.0))]), "values 200 .. 200; allowed: 0 .. 1"),
+    (dict(conditions=[SoraCondition(video=torch.full((5, 3, 32, 48), 2.0))]), "allowed: -1 .. 1"),
+    (dict(max_sequence_length=0), "max_sequence_length=0"), (dict(max_sequence_length=600), "2 .. 512"),
+    (dict(num_videos_per_prompt=2, generator=[torch.Generator()] * 3), "generator is a list of 3"),
+    (dict(prompt=None, prompt_embeds=torch.zeros(1, 4, 10)), "prompt_embeds of shape (1, 4, 10)"),
 ])
 def test_bad_input_names_the_argument(tiny_pipe, kwargs, needle):
     with pytest.raises(ValueError) as error:

@@ -168,8 +168,9 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
     # ------------------------------------------------------------------
 
     def check_inputs(self, prompt, negative_prompt, height, width, num_frames, num_inference_steps, guidance_scale,
-                     num_videos_per_prompt, prompt_embeds, negative_prompt_embeds, output_type,
-                     callback_on_step_end_tensor_inputs, conditions, storyboard, guidance_interval):
+                     num_videos_per_prompt, generator, prompt_embeds, negative_prompt_embeds, output_type,
+                     callback_on_step_end_tensor_inputs, max_sequence_length, conditions, storyboard,
+                     guidance_interval):
         # frames live on ShapeWorld's and the app's 16 px grid; a model with coarser tokens asks for its own multiple
         multiple = math.lcm(16, self.vae_scale_factor_spatial * self.transformer.config.patch_size)
         for name, value in (("height", height), ("width", width)):
@@ -182,6 +183,9 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
             raise ValueError(f"num_inference_steps={num_inference_steps!r} must be an integer >= 1")
         if not isinstance(num_videos_per_prompt, int) or num_videos_per_prompt < 1:
             raise ValueError(f"num_videos_per_prompt={num_videos_per_prompt!r} must be an integer >= 1")
+        if not _is_real(guidance_scale):
+            raise ValueError(f"guidance_scale={guidance_scale!r} must be a finite number (> 1 turns on "
+                             "classifier-free guidance)")
         if guidance_scale < 1 and (negative_prompt is not None or negative_prompt_embeds is not None):
             raise ValueError(f"guidance_scale={guidance_scale} < 1 disables classifier-free guidance, so a "
                              "negative_prompt would be ignored: use guidance_scale >= 1 or drop the negative prompt")
@@ -197,6 +201,16 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
             if unknown:
                 raise ValueError(f"callback_on_step_end_tensor_inputs={unknown} not allowed; "
                                  f"choose from {self._callback_tensor_inputs}")
+        longest = self.text_encoder.config.max_position_embeddings
+        if not isinstance(max_sequence_length, int) or not 2 <= max_sequence_length <= longest:
+            raise ValueError(f"max_sequence_length={max_sequence_length!r} must be an integer in 2 .. {longest} "
+                             "(the text encoder's positions, [CLS] and [SEP] included)")
+        width_text = self.transformer.config.text_embed_dim
+        for name, embeds in (("prompt_embeds", prompt_embeds), ("negative_prompt_embeds", negative_prompt_embeds)):
+            if embeds is not None and (not isinstance(embeds, torch.Tensor) or embeds.ndim != 3
+                                       or embeds.shape[-1] != width_text):
+                raise ValueError(f"{name} of shape {tuple(getattr(embeds, 'shape', ()))} must be a (batch, tokens, "
+                                 f"{width_text}) tensor of the text encoder's token states")
         given = sum(x is not None for x in (prompt, prompt_embeds, storyboard))
         if given != 1:
             raise ValueError("give exactly one of prompt, prompt_embeds or storyboard "
@@ -205,6 +219,12 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
         if prompt is not None and not (isinstance(prompt, str) or
                                        (isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt))):
             raise ValueError(f"prompt={prompt!r} must be a string or a non-empty list of strings")
+        if isinstance(generator, list):
+            num_prompts = (1 if prompt is None or isinstance(prompt, str) else len(prompt)) if prompt_embeds is None \
+                else prompt_embeds.shape[0]
+            if len(generator) != num_prompts * num_videos_per_prompt:
+                raise ValueError(f"generator is a list of {len(generator)}; a list needs one generator per video "
+                                 f"({num_prompts} prompt(s) x num_videos_per_prompt={num_videos_per_prompt})")
         if storyboard is not None:
             self._storyboard_frame_segments(storyboard, num_frames)  # raises on a bad storyboard
         for i, cond in enumerate(conditions or []):
@@ -216,11 +236,19 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
                              "strength)")
         if (cond.image is None) == (cond.video is None):
             raise ValueError(f"conditions[{i}] needs exactly one of image= or video=")
+        media = cond.image if cond.image is not None else cond.video
+        for part in (media if isinstance(media, (list, tuple)) else [media]):
+            lowest, highest = (0.0, 1.0) if isinstance(part, np.ndarray) else (-1.0, 1.0)
+            if (isinstance(part, (np.ndarray, torch.Tensor)) and part.dtype not in (np.uint8, torch.uint8)
+                    and (part.numel() if isinstance(part, torch.Tensor) else part.size) and not (lowest - 1e-3 <= float(part.min()) and float(part.max()) <= highest + 1e-3)):
+                raise ValueError(f"conditions[{i}]: a float {type(part).__name__} holds values "
+                                 f"{float(part.min()):g} .. {float(part.max()):g}; allowed: {lowest:g} .. {highest:g} "
+                                 "(arrays in [0, 1] or uint8, tensors in [-1, 1])")
         if not isinstance(cond.frame_index, int) or not -num_frames <= cond.frame_index < num_frames:
             raise ValueError(f"conditions[{i}].frame_index={cond.frame_index!r} is out of range for "
                              f"num_frames={num_frames}: allowed {-num_frames} .. {num_frames - 1}")
-        if not 0.0 <= float(cond.strength) <= 1.0:
-            raise ValueError(f"conditions[{i}].strength={cond.strength!r} must be in [0, 1]")
+        if not _is_real(cond.strength) or not 0.0 <= cond.strength <= 1.0:
+            raise ValueError(f"conditions[{i}].strength={cond.strength!r} must be a number in [0, 1]")
 
     # ------------------------------------------------------------------
     # 2. encode_prompt
@@ -422,8 +450,9 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         callback_on_step_end_tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
         self.check_inputs(prompt, negative_prompt, height, width, num_frames, num_inference_steps, guidance_scale,
-                          num_videos_per_prompt, prompt_embeds, negative_prompt_embeds, output_type,
-                          callback_on_step_end_tensor_inputs, conditions, storyboard, guidance_interval)
+                          num_videos_per_prompt, generator, prompt_embeds, negative_prompt_embeds, output_type,
+                          callback_on_step_end_tensor_inputs, max_sequence_length, conditions, storyboard,
+                          guidance_interval)
         self._guidance_scale = guidance_scale
         self._attention_kwargs = attention_kwargs
         self._interrupt = False
@@ -563,6 +592,11 @@ def _mean_pool(states, mask):
     mask = mask.to(states.dtype)
     pooled = (states * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
     return torch.nn.functional.normalize(pooled, dim=-1)
+
+
+def _is_real(x) -> bool:
+    """A finite int or float (numpy scalars included), not a bool."""
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def _to_uint8(x) -> np.ndarray:
