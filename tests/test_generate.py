@@ -70,9 +70,18 @@ def test_generate_image_and_storyboard(model_dir, tmp_path):
     (["a ball", "--variations", "0"], "--variations=0"),
     (["a ball", "--model", "/nonexistent"], "is not a pipeline folder"),
     (["a ball", "--guidance-interval", "0.6", "0.2"], "guidance_interval=(0.6, 0.2)"),
+    (["a ball", "--seed", "-1"], "--seed=-1"),
 ])
 def test_generate_bad_input(model_dir, tmp_path, capsys, argv, needle):
     extra = [] if "--model" in argv else ["--model", str(model_dir)]
     assert main(["generate", *argv, *extra, "--steps", "2", "--out", str(tmp_path / "out")]) == 2
     assert needle in capsys.readouterr().err
-    assert not (tmp_path / "out").exists()
+    assert not list((tmp_path / "out").glob("*"))  # nothing written
+
+
+def test_generate_checks_the_output_folder_before_sampling(model_dir, tmp_path, capsys):
+    (tmp_path / "taken").write_text("a file, not a folder")
+    assert main(["generate", "a ball", "--model", str(model_dir), "--steps", "2", "--out", str(tmp_path / "taken")]) == 2
+    err = capsys.readouterr().err
+    assert "--out=" in err and "cannot be created" in err and "denoising" not in err
+    assert (tmp_path / "taken").read_text() == "a file, not a folder"

@@ -98,7 +98,14 @@ def run(args: argparse.Namespace) -> int:
         if not Path(args.image).is_file():
             raise ValueError(f"--image={args.image!r} does not exist")
         conditions = [SoraCondition(image=PIL.Image.open(args.image).convert("RGB"), frame_index=0, strength=1.0)]
+    if args.seed is not None and not 0 <= args.seed < 2**63:
+        raise ValueError(f"--seed={args.seed} must be in 0 .. 2**63 - 1")
     seed = args.seed if args.seed is not None else random.randrange(2**31)
+    out = Path(args.out)
+    try:  # before the slow load and the sampling, so a bad folder costs nothing
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"--out={args.out!r} cannot be created: {error.strerror}") from None
 
     from .app import load_pipeline  # checks the folder before the slow load
 
@@ -108,8 +115,6 @@ def run(args: argparse.Namespace) -> int:
     frames = pipe(prompt=args.prompt, negative_prompt=args.negative_prompt, height=height, width=width,
                   num_frames=num_frames, num_videos_per_prompt=args.variations, generator=generators,
                   conditions=conditions, storyboard=storyboard, **sampler).frames
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     suffix = ".png" if num_frames == 1 else ".mp4"
     for k, video in enumerate(frames):
         path = unused_path(out, f"sora_{seed + k}", suffix)
