@@ -220,8 +220,8 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
                                        (isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt))):
             raise ValueError(f"prompt={prompt!r} must be a string or a non-empty list of strings")
         if isinstance(generator, list):
-            num_prompts = (1 if prompt is None or isinstance(prompt, str) else len(prompt)) if prompt_embeds is None \
-                else prompt_embeds.shape[0]
+            num_prompts = (prompt_embeds.shape[0] if prompt_embeds is not None
+                           else len(prompt) if isinstance(prompt, list) else 1)
             if len(generator) != num_prompts * num_videos_per_prompt:
                 raise ValueError(f"generator is a list of {len(generator)}; a list needs one generator per video "
                                  f"({num_prompts} prompt(s) x num_videos_per_prompt={num_videos_per_prompt})")
@@ -238,12 +238,9 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
             raise ValueError(f"conditions[{i}] needs exactly one of image= or video=")
         media = cond.image if cond.image is not None else cond.video
         for part in (media if isinstance(media, (list, tuple)) else [media]):
-            lowest, highest = (0.0, 1.0) if isinstance(part, np.ndarray) else (-1.0, 1.0)
-            if (isinstance(part, (np.ndarray, torch.Tensor)) and part.dtype not in (np.uint8, torch.uint8)
-                    and (part.numel() if isinstance(part, torch.Tensor) else part.size) and not (lowest - 1e-3 <= float(part.min()) and float(part.max()) <= highest + 1e-3)):
-                raise ValueError(f"conditions[{i}]: a float {type(part).__name__} holds values "
-                                 f"{float(part.min()):g} .. {float(part.max()):g}; allowed: {lowest:g} .. {highest:g} "
-                                 "(arrays in [0, 1] or uint8, tensors in [-1, 1])")
+            problem = _value_range_problem(part)
+            if problem:
+                raise ValueError(f"conditions[{i}]: {problem}")
         if not isinstance(cond.frame_index, int) or not -num_frames <= cond.frame_index < num_frames:
             raise ValueError(f"conditions[{i}].frame_index={cond.frame_index!r} is out of range for "
                              f"num_frames={num_frames}: allowed {-num_frames} .. {num_frames - 1}")
@@ -597,6 +594,24 @@ def _mean_pool(states, mask):
 def _is_real(x) -> bool:
     """A finite int or float (numpy scalars included), not a bool."""
     return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _value_range_problem(part) -> Optional[str]:
+    """What is wrong with a condition's array or tensor values, as `_condition_frames` reads them (arrays:
+    uint8, or floats in [0, 1]; tensors: [-1, 1]), or None."""
+    if isinstance(part, torch.Tensor):
+        low, high, values = -1.0, 1.0, part.detach().float().cpu().numpy()
+    elif isinstance(part, np.ndarray) and part.dtype != np.uint8:
+        low, high, values = 0.0, 1.0, part.astype(np.float32)
+    else:
+        return None
+    if values.size == 0:
+        return None
+    lowest, highest = float(values.min()), float(values.max())
+    if low - 1e-3 <= lowest and highest <= high + 1e-3:
+        return None
+    return (f"a {type(part).__name__} of {part.dtype} holds values {lowest:g} .. {highest:g}; allowed: {low:g} .. "
+            f"{high:g} (arrays: uint8, or floats in [0, 1]; tensors: [-1, 1])")
 
 
 def _to_uint8(x) -> np.ndarray:
