@@ -19,6 +19,7 @@ import argparse
 import numpy as np
 import torch
 from adherence import scene_plan
+from attribute_probe import velocity_error
 from tqdm.auto import tqdm
 
 from sora_hf.data import frames_to_video
@@ -45,26 +46,20 @@ def main():
     pipe = load_pipeline(args.model)
     plan = [item for item in scene_plan(4 * args.num_scenes) if item["kwargs"]["num_frames"] > 1][:args.num_scenes]
     generator = torch.Generator().manual_seed(0)
-    cases = []  # (clean latents (1, C, F', h, w), noise, text embeddings, mask, pooled)
+    cases = []  # (clean latents (1, C, F', h, w), noise, (text states, mask, pooled))
     for item in tqdm(plan, desc="encode scenes", unit="scene"):
         clip = render_clip(item["seed"], "eval", **item["kwargs"])
         z0 = pipe.encode_video(frames_to_video(clip.frames)[None])
-        cases.append((z0, torch.randn(z0.shape, generator=generator), *pipe.encode_prompt(clip.captions.short)))
+        cases.append((z0, torch.randn(z0.shape, generator=generator), pipe.encode_prompt(clip.captions.short)))
 
     results = {}
     print(f"{'transformer':40s} " + " ".join(f"{f'sigma {s:g}':>10s}" for s in args.sigmas) + f" {'mean':>8s}")
     for path in args.transformers:
         model = SoraTransformer3DModel.from_pretrained(path).eval()
         errors = {s: [] for s in args.sigmas}
-        with torch.no_grad():
-            for z0, noise, embeds, mask, pooled in cases:
-                latent_frames = z0.shape[2]
-                for s in args.sigmas:
-                    timesteps = torch.full((1, latent_frames), 1000.0 * s)
-                    no_segments = torch.zeros(1, latent_frames, dtype=torch.long)
-                    velocity = model((1 - s) * z0 + s * noise, timesteps, embeds, mask, pooled, no_segments,
-                                     torch.zeros_like(mask)).sample
-                    errors[s].append((velocity - (noise - z0)).square().mean().item())
+        for z0, noise, text in cases:
+            for s in args.sigmas:
+                errors[s].append(velocity_error(model, z0, s, noise, text))
         row = {f"sigma {s:g}": round(float(np.mean(e)), 4) for s, e in errors.items()}
         row["mean"] = round(float(np.mean(list(row.values()))), 4)
         results[path] = row
