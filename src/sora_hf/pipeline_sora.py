@@ -600,14 +600,14 @@ def _value_range_problem(part) -> Optional[str]:
     """What is wrong with a condition's array or tensor values, as `_condition_frames` reads them (arrays:
     uint8, or floats in [0, 1]; tensors: [-1, 1]), or None."""
     if isinstance(part, torch.Tensor):
-        low, high, values = -1.0, 1.0, part.detach().float().cpu().numpy()
+        low, high = -1.0, 1.0
     elif isinstance(part, np.ndarray) and part.dtype != np.uint8:
-        low, high, values = 0.0, 1.0, part.astype(np.float32)
+        low, high = 0.0, 1.0
     else:
         return None
-    if values.size == 0:
+    if math.prod(part.shape) == 0:
         return None
-    lowest, highest = float(values.min()), float(values.max())
+    lowest, highest = float(part.min()), float(part.max())  # in place: no float copy of a whole video
     if low - 1e-3 <= lowest and highest <= high + 1e-3:
         return None
     return (f"a {type(part).__name__} of {part.dtype} holds values {lowest:g} .. {highest:g}; allowed: {low:g} .. "
