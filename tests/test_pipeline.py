@@ -64,6 +64,21 @@ def test_partial_strength_is_re_denoised_and_zero_strength_is_no_condition(tiny_
     assert not torch.allclose(half, plain)
 
 
+def test_every_condition_frame_format_gives_the_same_reference(tiny_pipe):
+    """A frame as a PIL image, a uint8 or float array, or a float or uint8 tensor is the same condition."""
+    pixels = np.random.default_rng(1).integers(0, 256, (5, 32, 48, 3), dtype=np.uint8)
+    formats = {
+        "pil": [PIL.Image.fromarray(f) for f in pixels], "uint8 array": pixels, "float array": pixels / 255.0,
+        "tensor": torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 127.5 - 1,
+        "uint8 tensor": torch.from_numpy(pixels).permute(0, 3, 1, 2), "list of arrays": list(pixels)}
+    refs = {name: tiny_pipe.prepare_conditions([SoraCondition(video=video)], 32, 48, 9, 3, "cpu", torch.float32)[0]
+            for name, video in formats.items()}
+    for name, ref in refs.items():
+        torch.testing.assert_close(ref, refs["pil"], atol=0, rtol=0, msg=name)
+    image = tiny_pipe.prepare_conditions([SoraCondition(image=pixels[0])], 32, 48, 9, 3, "cpu", torch.float32)[0]
+    torch.testing.assert_close(image[:, :, 0], refs["pil"][:, :, 0], atol=0, rtol=0)
+
+
 def test_storyboard_runs_and_differs_from_a_single_prompt(tiny_pipe):
     board = [("a red ball bouncing", 0, 5), ("a blue square spinning", 5, 9)]
     story = run(tiny_pipe, prompt=None, storyboard=board, output_type="latent").frames
@@ -149,7 +164,11 @@ def test_videos_per_prompt_follow_their_prompt_and_negative(tiny_pipe):
     (dict(guidance_scale=float("nan")), "guidance_scale=nan"), (dict(guidance_scale="4"), "guidance_scale='4'"),
     (dict(conditions=[SoraCondition(image=np.zeros((32, 48, 3)), strength="full")]), "strength='full'"),
     (dict(conditions=[SoraCondition(image=np.full((32, 48, 3), 200.0))]), "values 200 .. 200; allowed: 0 .. 1"),
-    (dict(conditions=[SoraCondition(video=torch.full((5, 3, 32, 48), 2.0))]), "allowed: -1 .. 1"),
+    (dict(conditions=[SoraCondition(video=torch.full((5, 3, 32, 48), 2.0))]), "video[0]: a Tensor of torch.float32"),
+    (dict(conditions=[SoraCondition(image=np.zeros((3, 32, 48)))]), "image: a ndarray of shape (3, 32, 48)"),
+    (dict(conditions=[SoraCondition(image="cat.png")]), "image: a str; allowed: a PIL image"),
+    (dict(conditions=[SoraCondition(video=np.zeros((32, 48, 3)))]), "video is a ndarray of shape (32, 48, 3)"),
+    (dict(conditions=[SoraCondition(video=[])]), "video=[] must be a non-empty list"),
     (dict(max_sequence_length=0), "max_sequence_length=0"), (dict(max_sequence_length=600), "2 .. 512"),
     (dict(num_videos_per_prompt=2, generator=[torch.Generator()] * 3), "generator is a list of 3"),
     (dict(prompt=None, prompt_embeds=torch.zeros(1, 4, 10)), "prompt_embeds of shape (1, 4, 10)"),

@@ -51,8 +51,9 @@ class SoraPipelineOutput(BaseOutput):
 class SoraCondition:
     """A known image or clip placed on the timeline.
 
-    image: one frame (PIL image, (H, W, 3) array, or (3, H, W) tensor in [-1, 1]).
-    video: frames (list of PIL images, (F, H, W, 3) array, or (F, 3, H, W) tensor in [-1, 1]).
+    image: one frame: a PIL image, an (H, W, 3) array (uint8, or floats in [0, 1]) or a (3, H, W) tensor
+        (floats in [-1, 1], or uint8).
+    video: frames: a list of such frames, an (F, H, W, 3) array or an (F, 3, H, W) tensor.
     frame_index: the output frame it starts at; negative counts from the end (-1: the last frame).
     strength: 1.0 keeps it exactly, 0.5 lets the model re-denoise it halfway, 0.0 ignores it.
     """
@@ -236,11 +237,7 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
                              "strength)")
         if (cond.image is None) == (cond.video is None):
             raise ValueError(f"conditions[{i}] needs exactly one of image= or video=")
-        media = cond.image if cond.image is not None else cond.video
-        for part in (media if isinstance(media, (list, tuple)) else [media]):
-            problem = _value_range_problem(part)
-            if problem:
-                raise ValueError(f"conditions[{i}]: {problem}")
+        _condition_parts(i, cond)  # raises on a frame of the wrong type, shape or value range
         if not isinstance(cond.frame_index, int) or not -num_frames <= cond.frame_index < num_frames:
             raise ValueError(f"conditions[{i}].frame_index={cond.frame_index!r} is out of range for "
                              f"num_frames={num_frames}: allowed {-num_frames} .. {num_frames - 1}")
@@ -358,20 +355,9 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
         return ref, caps
 
     def _condition_frames(self, i: int, cond: SoraCondition, height: int, width: int) -> torch.Tensor:
-        media = cond.image if cond.image is not None else cond.video
-        if cond.image is not None:
-            media = [media]
-        if isinstance(media, np.ndarray) and media.ndim == 4:  # (F, H, W, 3)
-            media = [PIL.Image.fromarray(_to_uint8(f)) for f in media]
-        if isinstance(media, torch.Tensor) and media.ndim == 4:  # (F, 3, H, W) in [-1, 1]
-            media = [PIL.Image.fromarray(_to_uint8((f.permute(1, 2, 0).float().cpu().numpy() + 1) / 2)) for f in media]
-        media = [PIL.Image.fromarray(_to_uint8(m)) if isinstance(m, np.ndarray) else m for m in media]
-        if isinstance(media, list) and media and isinstance(media[0], torch.Tensor):
-            media = [PIL.Image.fromarray(_to_uint8((m.permute(1, 2, 0).float().cpu().numpy() + 1) / 2)) for m in media]
-        if not media or not all(isinstance(m, PIL.Image.Image) for m in media):
-            raise ValueError(f"conditions[{i}]: image/video must be PIL images, (H, W, 3) / (F, H, W, 3) arrays or "
-                             "(3, H, W) / (F, 3, H, W) tensors in [-1, 1]")
-        return self.video_processor.preprocess_video([m.convert("RGB") for m in media], height=height, width=width)
+        """The condition's frames resized and cropped to (height, width): (1, 3, n, H, W) in [-1, 1]."""
+        frames = [_frame_to_pil(part) for part in _condition_parts(i, cond)]
+        return self.video_processor.preprocess_video(frames, height=height, width=width)
 
     # ------------------------------------------------------------------
     # properties used by callbacks and UIs
@@ -596,27 +582,64 @@ def _is_real(x) -> bool:
     return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def _value_range_problem(part) -> Optional[str]:
-    """What is wrong with a condition's array or tensor values, as `_condition_frames` reads them (arrays:
-    uint8, or floats in [0, 1]; tensors: [-1, 1]), or None."""
-    if isinstance(part, torch.Tensor):
-        low, high = -1.0, 1.0
-    elif isinstance(part, np.ndarray) and part.dtype != np.uint8:
-        low, high = 0.0, 1.0
+def _condition_parts(i: int, cond: SoraCondition) -> list:
+    """A condition's frames as given (PIL images, (H, W, 3) arrays, (3, H, W) tensors), each checked for its
+    type, shape and value range; raises a ValueError naming the condition and the frame otherwise."""
+    if cond.image is not None:
+        parts, names = [cond.image], [f"conditions[{i}].image"]
     else:
+        video = cond.video
+        if isinstance(video, (np.ndarray, torch.Tensor)) and video.ndim != 4:
+            raise ValueError(f"conditions[{i}].video is a {type(video).__name__} of shape {tuple(video.shape)}; "
+                             "allowed: an (F, H, W, 3) array, an (F, 3, H, W) tensor or a list of frames")
+        if not isinstance(video, (np.ndarray, torch.Tensor, list, tuple)) or len(video) == 0:
+            raise ValueError(f"conditions[{i}].video={video!r} must be a non-empty list of frames, an (F, H, W, 3) "
+                             "array or an (F, 3, H, W) tensor")
+        parts = list(video)  # (F, ...) arrays and tensors: views of each frame, no copies
+        names = [f"conditions[{i}].video[{k}]" for k in range(len(parts))]
+    for name, part in zip(names, parts):
+        problem = _frame_problem(part)
+        if problem:
+            raise ValueError(f"{name}: {problem}")
+    return parts
+
+
+def _frame_problem(part) -> Optional[str]:
+    """What is wrong with one condition frame, or None. Allowed: a PIL image; an (H, W, 3) array of uint8, or
+    of floats in [0, 1]; a (3, H, W) tensor in [-1, 1] (uint8 tensors are read as 0 .. 255)."""
+    if isinstance(part, PIL.Image.Image):
         return None
-    if math.prod(part.shape) == 0:
+    if isinstance(part, np.ndarray):
+        layout, channels_ok = "(H, W, 3)", part.ndim == 3 and part.shape[-1] == 3
+        low, high = (0.0, 255.0) if part.dtype == np.uint8 else (0.0, 1.0)
+    elif isinstance(part, torch.Tensor):
+        layout, channels_ok = "(3, H, W)", part.ndim == 3 and part.shape[0] == 3
+        low, high = (0.0, 255.0) if part.dtype == torch.uint8 else (-1.0, 1.0)
+    else:
+        return (f"a {type(part).__name__}; allowed: a PIL image, an (H, W, 3) array (uint8, or floats in [0, 1]) "
+                "or a (3, H, W) tensor in [-1, 1]")
+    if not channels_ok or math.prod(part.shape) == 0:
+        return f"a {type(part).__name__} of shape {tuple(part.shape)}; allowed: {layout} with H, W >= 1"
+    if part.dtype in (np.uint8, torch.uint8):
         return None
-    lowest, highest = float(part.min()), float(part.max())  # in place: no float copy of a whole video
+    lowest, highest = float(part.min()), float(part.max())  # in place: no float copy of the frame
     if low - 1e-3 <= lowest and highest <= high + 1e-3:
         return None
     return (f"a {type(part).__name__} of {part.dtype} holds values {lowest:g} .. {highest:g}; allowed: {low:g} .. "
             f"{high:g} (arrays: uint8, or floats in [0, 1]; tensors: [-1, 1])")
 
 
-def _to_uint8(x) -> np.ndarray:
-    x = np.asarray(x)
-    return x if x.dtype == np.uint8 else (np.clip(x, 0, 1) * 255).round().astype(np.uint8)
+def _frame_to_pil(part) -> PIL.Image.Image:
+    """One frame checked by `_frame_problem` -> an RGB PIL image."""
+    if isinstance(part, PIL.Image.Image):
+        return part.convert("RGB")
+    if isinstance(part, torch.Tensor):
+        part = part.detach().cpu()
+        part = part.numpy() if part.dtype == torch.uint8 else (part.float().numpy() + 1) / 2  # [-1, 1] -> [0, 1]
+        part = part.transpose(1, 2, 0)  # (3, H, W) -> (H, W, 3)
+    if part.dtype != np.uint8:
+        part = (np.clip(part, 0, 1) * 255).round().astype(np.uint8)
+    return PIL.Image.fromarray(np.ascontiguousarray(part))
 
 
 def _remove_stale_weights(folder: str) -> None:
