@@ -610,23 +610,21 @@ def _frame_problem(part) -> Optional[str]:
     if isinstance(part, PIL.Image.Image):
         return None
     if isinstance(part, np.ndarray):
-        layout, channels_ok = "(H, W, 3)", part.ndim == 3 and part.shape[-1] == 3
-        low, high = (0.0, 255.0) if part.dtype == np.uint8 else (0.0, 1.0)
+        layout, channels_ok, low, high = "(H, W, 3)", part.ndim == 3 and part.shape[-1] == 3, 0.0, 1.0
     elif isinstance(part, torch.Tensor):
-        layout, channels_ok = "(3, H, W)", part.ndim == 3 and part.shape[0] == 3
-        low, high = (0.0, 255.0) if part.dtype == torch.uint8 else (-1.0, 1.0)
+        layout, channels_ok, low, high = "(3, H, W)", part.ndim == 3 and part.shape[0] == 3, -1.0, 1.0
     else:
         return (f"a {type(part).__name__}; allowed: a PIL image, an (H, W, 3) array (uint8, or floats in [0, 1]) "
                 "or a (3, H, W) tensor in [-1, 1]")
     if not channels_ok or math.prod(part.shape) == 0:
         return f"a {type(part).__name__} of shape {tuple(part.shape)}; allowed: {layout} with H, W >= 1"
-    if part.dtype in (np.uint8, torch.uint8):
+    if part.dtype in (np.uint8, torch.uint8):  # any value is a pixel value
         return None
     lowest, highest = float(part.min()), float(part.max())  # in place: no float copy of the frame
     if low - 1e-3 <= lowest and highest <= high + 1e-3:
         return None
     return (f"a {type(part).__name__} of {part.dtype} holds values {lowest:g} .. {highest:g}; allowed: {low:g} .. "
-            f"{high:g} (arrays: uint8, or floats in [0, 1]; tensors: [-1, 1])")
+            f"{high:g} (arrays: uint8, or floats in [0, 1]; tensors: uint8, or floats in [-1, 1])")
 
 
 def _frame_to_pil(part) -> PIL.Image.Image:
