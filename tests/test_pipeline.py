@@ -164,7 +164,7 @@ def test_videos_per_prompt_follow_their_prompt_and_negative(tiny_pipe):
     (dict(guidance_scale=float("nan")), "guidance_scale=nan"), (dict(guidance_scale="4"), "guidance_scale='4'"),
     (dict(conditions=[SoraCondition(image=np.zeros((32, 48, 3)), strength="full")]), "strength='full'"),
     (dict(conditions=[SoraCondition(image=np.full((32, 48, 3), 200.0))]), "values 200 .. 200; allowed: 0 .. 1"),
-    (dict(conditions=[SoraCondition(video=torch.full((5, 3, 32, 48), 2.0))]), "video[0]: a Tensor of torch.float32"),
+    (dict(conditions=[SoraCondition(video=torch.full((5, 3, 32, 48), 2.0))]), "video[0]: a Tensor of torch.float32 holds values 2 .. 2; allowed: -1 .. 1"),
     (dict(conditions=[SoraCondition(image=np.zeros((3, 32, 48)))]), "image: a ndarray of shape (3, 32, 48)"),
     (dict(conditions=[SoraCondition(image="cat.png")]), "image: a str; allowed: a PIL image"),
     (dict(conditions=[SoraCondition(video=np.zeros((32, 48, 3)))]), "video is a ndarray of shape (32, 48, 3)"),

@@ -237,7 +237,10 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
                              "strength)")
         if (cond.image is None) == (cond.video is None):
             raise ValueError(f"conditions[{i}] needs exactly one of image= or video=")
-        _condition_parts(i, cond)  # raises on a frame of the wrong type, shape or value range
+        for name, part in _condition_parts(i, cond):
+            problem = _frame_problem(part)
+            if problem:
+                raise ValueError(f"{name}: {problem}")
         if not isinstance(cond.frame_index, int) or not -num_frames <= cond.frame_index < num_frames:
             raise ValueError(f"conditions[{i}].frame_index={cond.frame_index!r} is out of range for "
                              f"num_frames={num_frames}: allowed {-num_frames} .. {num_frames - 1}")
@@ -356,7 +359,7 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
 
     def _condition_frames(self, i: int, cond: SoraCondition, height: int, width: int) -> torch.Tensor:
         """The condition's frames resized and cropped to (height, width): (1, 3, n, H, W) in [-1, 1]."""
-        frames = [_frame_to_pil(part) for part in _condition_parts(i, cond)]
+        frames = [_frame_to_pil(part) for _, part in _condition_parts(i, cond)]  # checked in check_inputs
         return self.video_processor.preprocess_video(frames, height=height, width=width)
 
     # ------------------------------------------------------------------
@@ -582,26 +585,19 @@ def _is_real(x) -> bool:
     return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def _condition_parts(i: int, cond: SoraCondition) -> list:
-    """A condition's frames as given (PIL images, (H, W, 3) arrays, (3, H, W) tensors), each checked for its
-    type, shape and value range; raises a ValueError naming the condition and the frame otherwise."""
+def _condition_parts(i: int, cond: SoraCondition) -> list[tuple[str, Any]]:
+    """(name, frame) for each of a condition's frames as given (a video's (F, ...) array or tensor: a view of each
+    frame, no copies); `_frame_problem` says whether a frame is usable. Raises on a video that is no sequence."""
     if cond.image is not None:
-        parts, names = [cond.image], [f"conditions[{i}].image"]
-    else:
-        video = cond.video
-        if isinstance(video, (np.ndarray, torch.Tensor)) and video.ndim != 4:
-            raise ValueError(f"conditions[{i}].video is a {type(video).__name__} of shape {tuple(video.shape)}; "
-                             "allowed: an (F, H, W, 3) array, an (F, 3, H, W) tensor or a list of frames")
-        if not isinstance(video, (np.ndarray, torch.Tensor, list, tuple)) or len(video) == 0:
-            raise ValueError(f"conditions[{i}].video={video!r} must be a non-empty list of frames, an (F, H, W, 3) "
-                             "array or an (F, 3, H, W) tensor")
-        parts = list(video)  # (F, ...) arrays and tensors: views of each frame, no copies
-        names = [f"conditions[{i}].video[{k}]" for k in range(len(parts))]
-    for name, part in zip(names, parts):
-        problem = _frame_problem(part)
-        if problem:
-            raise ValueError(f"{name}: {problem}")
-    return parts
+        return [(f"conditions[{i}].image", cond.image)]
+    video = cond.video
+    if isinstance(video, (np.ndarray, torch.Tensor)) and video.ndim != 4:
+        raise ValueError(f"conditions[{i}].video is a {type(video).__name__} of shape {tuple(video.shape)}; "
+                         "allowed: an (F, H, W, 3) array, an (F, 3, H, W) tensor or a list of frames")
+    if not isinstance(video, (np.ndarray, torch.Tensor, list, tuple)) or len(video) == 0:
+        raise ValueError(f"conditions[{i}].video={video!r} must be a non-empty list of frames, an (F, H, W, 3) "
+                         "array or an (F, 3, H, W) tensor")
+    return [(f"conditions[{i}].video[{k}]", part) for k, part in enumerate(video)]
 
 
 def _frame_problem(part) -> Optional[str]:
