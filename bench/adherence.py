@@ -62,6 +62,11 @@ def scene_plan(num_scenes: int) -> list[dict]:
     return plan
 
 
+def video_plan(num_videos: int) -> list[dict]:
+    """The first `num_videos` videos of `scene_plan` (images left out), for benches that need motion."""
+    return [item for item in scene_plan(4 * num_videos) if item["kwargs"]["num_frames"] > 1][:num_videos]
+
+
 def dominant(analysis):
     """The clip's dominant object (the largest visible area over its frames), or None."""
     return max(analysis.objects, key=lambda o: o.mean_area * o.track.visible.sum(), default=None)

@@ -31,7 +31,7 @@ from collections import defaultdict
 
 import numpy as np
 import torch
-from adherence import ATTRIBUTES, dominant, percent, rates, scene_plan, score, wilson_interval
+from adherence import ATTRIBUTES, dominant, percent, rates, score, video_plan, wilson_interval
 from attribute_probe import counterfactual
 from tqdm.auto import tqdm
 
@@ -58,7 +58,7 @@ def main():
     from sora_hf.pipeline_sora import SoraCondition
 
     pipe = load_pipeline(args.model)
-    plan = [item for item in scene_plan(4 * args.num_scenes) if item["kwargs"]["num_frames"] > 1][:args.num_scenes]
+    plan = video_plan(args.num_scenes)
     totals = defaultdict(lambda: defaultdict(list))  # (way, sigma) -> attribute -> [bool]
     wrong_shape = defaultdict(lambda: defaultdict(list))  # sigma -> "follows" / "keeps" -> [bool]
     rng = np.random.default_rng(0)

@@ -18,7 +18,7 @@ import argparse
 
 import numpy as np
 import torch
-from adherence import scene_plan
+from adherence import video_plan
 from attribute_probe import velocity_error
 from tqdm.auto import tqdm
 
@@ -44,7 +44,7 @@ def main():
     from sora_hf.models.transformer_sora import SoraTransformer3DModel
 
     pipe = load_pipeline(args.model)
-    plan = [item for item in scene_plan(4 * args.num_scenes) if item["kwargs"]["num_frames"] > 1][:args.num_scenes]
+    plan = video_plan(args.num_scenes)
     generator = torch.Generator().manual_seed(0)
     cases = []  # (clean latents (1, C, F', h, w), noise, (text states, mask, pooled))
     for item in tqdm(plan, desc="encode scenes", unit="scene"):
