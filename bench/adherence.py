@@ -64,12 +64,17 @@ def scene_plan(num_scenes: int) -> list[dict]:
 
 def video_plan(num_videos: int) -> list[dict]:
     """The first `num_videos` videos of `scene_plan` (images left out), for benches that need motion."""
-    return [item for item in scene_plan(4 * num_videos) if item["kwargs"]["num_frames"] > 1][:num_videos]
+    return _first_of_kind(num_videos, videos=True)
 
 
 def image_plan(num_images: int) -> list[dict]:
     """The first `num_images` images of `scene_plan`, for a model trained on images only (`--images-only`)."""
-    return [item for item in scene_plan(4 * num_images) if item["kwargs"]["num_frames"] == 1][:num_images]
+    return _first_of_kind(num_images, videos=False)
+
+
+def _first_of_kind(count: int, videos: bool) -> list[dict]:
+    """Every fourth scene of `scene_plan` is an image, so 4 * count scenes hold enough of either kind."""
+    return [item for item in scene_plan(4 * count) if (item["kwargs"]["num_frames"] > 1) == videos][:count]
 
 
 def dominant(analysis):
