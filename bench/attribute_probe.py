@@ -17,7 +17,6 @@ path only, the token states (cross-attention) or the pooled embedding
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import time
 from collections import defaultdict
@@ -28,33 +27,12 @@ import torch
 from tqdm.auto import tqdm
 
 from sora_hf.data import frames_to_video
-from sora_hf.shapeworld import (ASPECT_RATIOS, COLOURS, EVAL_SEED_START, MOTIONS, SHAPES, caption, render_scene,
-                                sample_scene)
-from sora_hf.shapeworld.world import SCENE_BACKGROUNDS, colour_allowed
+from sora_hf.shapeworld import (ASPECT_RATIOS, COUNTERFACTUAL_ATTRIBUTES, EVAL_SEED_START, caption, counterfactual,
+                                render_scene, sample_scene)
 
 SIGMAS = (0.3, 0.6, 0.9)
-ATTRIBUTES = ("colour", "shape", "motion", "background")
+ATTRIBUTES = COUNTERFACTUAL_ATTRIBUTES
 PATHS = ("both", "tokens", "pooled")  # where the wrong caption goes
-
-
-def counterfactual(scene, attribute: str, rng: np.random.Generator):
-    """The scene with one attribute of its (only) object changed to another allowed value, or None."""
-    obj = scene.objects[0]
-    motion = obj.motions[0].kind
-    if attribute == "colour":
-        options = [c for c in COLOURS if c != obj.colours[0] and colour_allowed(c, scene.background, scene.style)]
-        return dataclasses.replace(scene, objects=[dataclasses.replace(obj, colours=[str(rng.choice(options))])])
-    if attribute == "shape":
-        options = [s for s in SHAPES if s != obj.shape and not (s == "circle" and motion == "spin")]
-        return dataclasses.replace(scene, objects=[dataclasses.replace(obj, shape=str(rng.choice(options)))])
-    if attribute == "motion":
-        if scene.num_frames == 1:  # an image has no motion to get wrong
-            return None
-        options = [m for m in MOTIONS if m != motion and not (m == "spin" and obj.shape == "circle")]
-        spec = dataclasses.replace(obj.motions[0], kind=str(rng.choice(options)))
-        return dataclasses.replace(scene, objects=[dataclasses.replace(obj, motions=[spec])])
-    options = [b for b in SCENE_BACKGROUNDS if b != scene.background and colour_allowed(obj.colours[0], b, scene.style)]
-    return dataclasses.replace(scene, background=str(rng.choice(options)))
 
 
 @torch.no_grad()

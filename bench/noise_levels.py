@@ -32,11 +32,10 @@ from collections import defaultdict
 import numpy as np
 import torch
 from adherence import ATTRIBUTES, dominant, percent, rates, score, video_plan, wilson_interval
-from attribute_probe import counterfactual
 from tqdm.auto import tqdm
 
 from sora_hf.eval import analyze
-from sora_hf.shapeworld import caption, render_clip
+from sora_hf.shapeworld import caption, counterfactual, render_clip
 from sora_hf.training.common import write_json
 
 LEVELS = (0.0, 0.3, 0.6, 0.8, 0.9, 0.95, 1.0)

@@ -5,8 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from sora_hf.shapeworld import (BACKGROUNDS, COLOURS, EVAL_SEED_START, HELD_OUT, MOTIONS, PALETTE, SHAPE_WORDS,
-                                SHAPES, SIZES, STYLE_TRIGGERS, STYLES, render_clip, sample_scene, simulate)
+from sora_hf.shapeworld import (BACKGROUNDS, COLOURS, COUNTERFACTUAL_ATTRIBUTES, EVAL_SEED_START, HELD_OUT, MOTIONS,
+                                PALETTE, SHAPE_WORDS, SHAPES, SIZES, STYLE_TRIGGERS, STYLES, caption, counterfactual,
+                                render_clip, sample_scene, simulate)
 from sora_hf.shapeworld.captions import MAX_SHORT_WORDS
 from sora_hf.shapeworld.world import GRAVITY, OCCLUDER_RGB, bottom_extent
 
@@ -202,6 +203,39 @@ def test_train_split_never_renders_held_out_compositions():
         assert not scene.is_held_out()
         seen_eval |= sample_scene(EVAL_SEED_START + seed, "eval").compositions() & HELD_OUT
     assert seen_eval == set(HELD_OUT)
+
+
+def test_counterfactual_changes_exactly_one_attribute_of_one_object():
+    def attributes(scene):
+        return (scene.background, [(o.shape, tuple(o.colours), tuple(m.kind for m in o.motions), o.size, o.x, o.y)
+                                   for o in scene.objects])
+
+    rng = np.random.default_rng(0)
+    changed_kinds, none_left = set(), 0
+    for seed in range(200):
+        scene = sample_scene(seed, num_frames=(1, 17)[seed % 2], storyboard=seed % 10 == 1,
+                             style=("none", "neon")[seed % 7 == 0])
+        for attribute in COUNTERFACTUAL_ATTRIBUTES:
+            other = counterfactual(scene, attribute, rng)
+            if other is None:
+                # no image motion, no background for neon; rarely no shape or colour left that is not held out
+                none_left += attribute in ("shape", "colour")
+                assert attribute in ("shape", "colour") or (attribute == "motion" and scene.num_frames == 1) or (
+                    attribute == "background" and scene.style == "neon")
+                continue
+            (bg, objs), (bg2, objs2) = attributes(scene), attributes(other)
+            diffs = [(i, f) for i, (a, b) in enumerate(zip(objs, objs2)) for f in range(6) if a[f] != b[f]]
+            if attribute == "background":
+                assert bg2 != bg and not diffs
+            else:
+                field = {"shape": 0, "colour": 1, "motion": 2}[attribute]
+                assert bg2 == bg and len(diffs) == 1 and diffs[0][1] == field
+                changed_kinds.add((attribute, len(scene.objects)))
+            assert not other.is_held_out()  # a train scene's negative never names a held-out composition
+            assert caption(other).long != caption(scene).long
+    assert changed_kinds == {(a, n) for a in ("shape", "colour", "motion") for n in (1, 2)} and none_left < 10
+    with pytest.raises(ValueError, match="attribute='size'"):
+        counterfactual(scene, "size", rng)
 
 
 def test_every_vocabulary_item_occurs():

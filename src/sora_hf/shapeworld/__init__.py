@@ -8,9 +8,10 @@ import numpy as np
 
 from .captions import Captions, SegmentCaption, caption
 from .render import RenderedClip, render
-from .world import (ASPECT_RATIOS, BACKGROUNDS, COLOURS, DURATIONS, EVAL_SEED_START, FPS, HELD_OUT, MOTIONS,
-                    PALETTE, SHAPE_WORDS, SHAPES, SIZES, SPLITS, STYLE_TRIGGERS, STYLES, MotionSpec, ObjectTrack,
-                    Scene, SceneObject, check_choice, check_frame_size, check_num_frames, sample_scene, simulate)
+from .world import (ASPECT_RATIOS, BACKGROUNDS, COLOURS, COUNTERFACTUAL_ATTRIBUTES, DURATIONS, EVAL_SEED_START, FPS,
+                    HELD_OUT, MOTIONS, PALETTE, SHAPE_WORDS, SHAPES, SIZES, SPLITS, STYLE_TRIGGERS, STYLES, MotionSpec,
+                    ObjectTrack, Scene, SceneObject, check_choice, check_frame_size, check_num_frames, counterfactual,
+                    sample_scene, simulate)
 
 
 @dataclass
@@ -32,9 +33,9 @@ def render_clip(seed: int, split: str = "train", **scene_kwargs) -> Clip:
 
 
 __all__ = [
-    "ASPECT_RATIOS", "BACKGROUNDS", "COLOURS", "DURATIONS", "EVAL_SEED_START", "FPS", "HELD_OUT", "MOTIONS",
+    "ASPECT_RATIOS", "BACKGROUNDS", "COLOURS", "COUNTERFACTUAL_ATTRIBUTES", "DURATIONS", "EVAL_SEED_START", "FPS", "HELD_OUT", "MOTIONS",
     "PALETTE", "SHAPE_WORDS", "SHAPES", "SIZES", "SPLITS", "STYLE_TRIGGERS", "STYLES", "Captions", "Clip",
     "MotionSpec", "ObjectTrack", "RenderedClip", "Scene", "SceneObject", "SegmentCaption", "caption",
-    "check_choice", "check_frame_size", "check_num_frames", "render", "render_clip", "render_scene",
+    "check_choice", "check_frame_size", "check_num_frames", "counterfactual", "render", "render_clip", "render_scene",
     "sample_scene", "simulate",
 ]

@@ -470,3 +470,45 @@ def _occluder_position(scene: Scene, rng) -> float:
             break
         x = float(rng.uniform(W * 0.1, W * 0.9))
     return x
+
+
+# ----------------------------------------------------------------------------
+# Counterfactuals: the same scene with one thing changed
+# ----------------------------------------------------------------------------
+
+COUNTERFACTUAL_ATTRIBUTES = ("colour", "shape", "motion", "background")
+
+
+def counterfactual(scene: Scene, attribute: str, rng: np.random.Generator) -> Optional[Scene]:
+    """The scene with one `attribute` changed to another allowed value (of one object, drawn at random where
+    there are two; from the first segment on), or None where nothing else is allowed (an image has no motion).
+    Its caption is a hard negative for the original clip: right in every other detail. A train-split scene
+    never gets a held-out composition this way either."""
+    check_choice("attribute", attribute, COUNTERFACTUAL_ATTRIBUTES)
+    k = int(rng.integers(len(scene.objects))) if len(scene.objects) > 1 else 0
+    obj, others = scene.objects[k], [o for i, o in enumerate(scene.objects) if i != k]
+
+    def with_object(changed: SceneObject) -> Scene:
+        return replace(scene, objects=[changed if i == k else o for i, o in enumerate(scene.objects)])
+
+    if attribute == "background":
+        if scene.style in STYLE_BACKGROUNDS:  # neon and sketch bring their own
+            return None
+        options = [replace(scene, background=b) for b in SCENE_BACKGROUNDS if b != scene.background
+                   and all(colour_allowed(c, b, scene.style) for o in scene.objects for c in o.colours)]
+    elif attribute == "colour":
+        options = [with_object(replace(obj, colours=[c, *obj.colours[1:]])) for c in COLOURS
+                   if c not in obj.colours and colour_allowed(c, scene.background, scene.style)
+                   and all(c != o.colours[0] for o in others)]
+    elif attribute == "shape":
+        spins = any(m.kind == "spin" for m in obj.motions)
+        options = [with_object(replace(obj, shape=s)) for s in SHAPES
+                   if s != obj.shape and not (s == "circle" and spins)]
+    else:
+        if scene.num_frames == 1:  # an image has no motion to get wrong
+            return None
+        options = [with_object(replace(obj, motions=[replace(obj.motions[0], kind=m), *obj.motions[1:]]))
+                   for m in MOTIONS if m != obj.motions[0].kind and not (m == "spin" and obj.shape == "circle")]
+    if scene.split == "train":
+        options = [o for o in options if not o.is_held_out()]
+    return options[int(rng.integers(len(options)))] if options else None
