@@ -12,8 +12,8 @@ from safetensors.torch import load_file
 
 from sora_hf.models.autoencoder_kl_sora import AutoencoderKLSora
 from sora_hf.pipeline_sora import SoraPipeline
-from sora_hf.training.train_dit import (BatchMaker, DiTTrainingConfig, caption_contrast_loss, channel_loss_weights,
-                                        lr_factor, sample_sigmas, velocity_errors)
+from sora_hf.training.train_dit import (BatchMaker, DiTTrainingConfig, channel_loss_weights, flow_matching_loss,
+                                        lr_factor, sample_sigmas)
 from sora_hf.training.train_dit import train as train_dit
 from sora_hf.training.train_vae import VAETrainingConfig
 from sora_hf.training.train_vae import train as train_vae
@@ -231,63 +231,10 @@ def test_channel_weights_turn_the_loss_into_raw_latent_mse():
     errors[1][3] += 1.0
 
     def loss(prediction, channel_weights):
-        return velocity_errors([prediction], dict(targets=[target], weights=[torch.ones(2)]), channel_weights).item()
+        return flow_matching_loss([prediction], dict(targets=[target], weights=[torch.ones(2)]), channel_weights).item()
 
     assert loss(errors[0], weights) == pytest.approx(16 * loss(errors[1], weights), rel=1e-5)
     assert loss(errors[0], None) == loss(errors[1], None)
-
-
-def test_caption_negatives_pair_a_clip_with_its_own_hard_negative_of_the_same_kind(tiny_pipe):
-    cfg = DiTTrainingConfig(caption_contrast_weight=1.0, caption_contrast_fraction=1.0, text_dropout=0.0,
-                            long_caption_fraction=0.5, condition_fraction=0.0, storyboard_segment_fraction=1.0)
-    maker = BatchMaker(tiny_pipe, cfg, np.random.default_rng(0), "cpu")
-    negatives = [{"short": "a red square", "long": "A red square on black."},
-                 {"short": None, "long": "A red circle on sand."}]  # the short caption cannot say "sand"
-    clip = dict(latent=torch.randn(4, 2, 2, 2), short="a red circle", long="A red circle on black.", num_frames=5,
-                segments=[{}], negatives=negatives)
-    storyboard = [dict(short=c, long=c, start=s, end=s + 2) for c, s in (("a red circle", 0), ("a blue one", 2))]
-    items = [clip, dict(clip, negatives=[]), dict(clip, segments=storyboard)] * 8
-    batch = maker.make(items)
-    own = len(items)
-    assert len(batch["negatives"]) == 8 and set(batch["negatives"]) <= set(range(0, own, 3))  # only the 1st kind
-    for k, i in enumerate(batch["negatives"]):
-        assert batch["latents"][own + k] is batch["latents"][i] and batch["targets"][own + k] is batch["targets"][i]
-        said_long = torch.equal(batch["pooled"][i], maker.encode_texts([[clip["long"]]])[1][0])
-        allowed = [n["long" if said_long else "short"] for n in negatives]
-        assert any(torch.equal(batch["tokens"][own + k], maker.encode_texts([[t]])[0][0]) for t in allowed if t)
-    long_negatives = [k for k in range(8) if torch.equal(batch["tokens"][own + k],
-                                                          maker.encode_texts([[negatives[1]["long"]]])[0][0])]
-    assert 0 < len(long_negatives) < 8  # drawn among the allowed ones, not always the same
-
-
-def test_train_dit_caption_contrast_trains_on_shapeworld_hard_negatives(vae_run, tmp_path):
-    out, _ = vae_run
-    cfg = DiTTrainingConfig(preset="tiny-test", batch_size=4, steps=2, save_every=2, log_every=1, warmup_steps=1,
-                            latent_cache_clips=4, durations=(1, 17), duration_weights=(0.5, 0.5), text_dropout=0.0,
-                            storyboard_fraction=0.0, caption_contrast_weight=1.0, caption_contrast_fraction=1.0)
-    run = tmp_path / "dit"
-    train_dit(cfg, str(out / "export"), str(run))
-    cache = torch.load(run / "latents-4-rank0.pt")
-    assert all(clip["negatives"] for clip in cache)  # the hard negatives travel with the cached latents
-    logged = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
-    assert all(r["caption_pairs"] == 4 and r["caption_contrast"] > 0 for r in logged)
-    for clip in cache:  # a cache built before negatives were kept: say so, rather than train without pairs
-        del clip["negatives"]
-    (tmp_path / "old").mkdir()
-    torch.save(cache, tmp_path / "old" / "latents-4-rank0.pt")
-    with pytest.raises(ValueError, match="caption_contrast_weight=1.0 needs hard negative captions"):
-        train_dit(cfg, str(out / "export"), str(tmp_path / "old"))
-
-
-def test_caption_contrast_loss_pushes_hardest_on_pairs_not_yet_apart():
-    errors = torch.tensor([0.30, 0.30, 0.301, 0.60], requires_grad=True)  # clips 0, 1; then their negatives
-    batch = dict(negatives=[0, 1])
-    caption_contrast_loss(errors, batch, temperature=0.05).backward()
-    # pair 0: the other caption predicts as well as the clip's own -> strong push; pair 1: already 2x worse -> ~0
-    assert errors.grad[0] > 0.2 and errors.grad[2] < -0.2
-    assert abs(errors.grad[1]) < 1e-6 and abs(errors.grad[3]) < 1e-6
-    assert torch.allclose(errors.grad[:2], -errors.grad[2:])
-    assert caption_contrast_loss(errors, dict(negatives=[]), 0.05).item() == 0.0
 
 
 def dataclass_replace(cfg, **changes):

@@ -12,9 +12,6 @@ never care where a clip came from:
       "style":    str     "none" or a style name (a LoRA preset)
       "fps":      int
       "meta":     dict    where it came from (source, seed / file, ...): enough to find it again
-      "negatives": [{"short", "long"}, ...]  optional: captions right in every detail but one (hard
-                  negatives for `train-dit --caption-contrast-weight`; None where that caption cannot
-                  say the difference); ShapeWorld writes one per attribute
     }
 
 Items differ in size and duration on purpose (NaViT-style packing happens in
@@ -44,8 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
-from .shapeworld import (ASPECT_RATIOS, COUNTERFACTUAL_ATTRIBUTES, DURATIONS, EVAL_SEED_START, FPS, SPLITS, STYLES,
-                         caption, check_choice, check_frame_size, check_num_frames, counterfactual, render_clip)
+from .shapeworld import (ASPECT_RATIOS, DURATIONS, EVAL_SEED_START, FPS, SPLITS, STYLES, check_choice,
+                         check_frame_size, check_num_frames, render_clip)
 from .shapeworld.world import MAX_SEED
 from .video_io import READ_SUFFIXES, read_video_with_info
 
@@ -229,20 +226,7 @@ def render_item(spec: ClipSpec, **meta: Any) -> dict:
     segments = [{"short": s.short, "long": s.long, "start": s.start, "end": s.end} for s in clip.captions.segments]
     item_meta = {"source": "shapeworld", "seed": spec.seed, "split": spec.split,
                  "scene_kwargs": spec.scene_kwargs(), "held_out": clip.scene.is_held_out(), **meta}
-    item = make_item(clip.frames, clip.captions.short, clip.captions.long, segments, spec.style, FPS, item_meta)
-    item["negatives"] = hard_negatives(clip.scene, clip.captions)
-    return item
-
-
-def hard_negatives(scene, captions) -> list[dict]:
-    """The captions of the scene with one attribute changed (`shapeworld.counterfactual`), one per attribute
-    that can change: right in every other detail, so the model can only tell them apart by that attribute. A
-    caption that does not mention the change (a short one of two objects) is kept as None."""
-    rng = np.random.default_rng([scene.seed or 0, 2])
-    others = (counterfactual(scene, attribute, rng) for attribute in COUNTERFACTUAL_ATTRIBUTES)
-    negatives = [{kind: getattr(c, kind) if getattr(c, kind) != getattr(captions, kind) else None
-                  for kind in ("short", "long")} for c in (caption(o) for o in others if o is not None)]
-    return [n for n in negatives if n["short"] or n["long"]]
+    return make_item(clip.frames, clip.captions.short, clip.captions.long, segments, spec.style, FPS, item_meta)
 
 
 class ShapeWorldDataset(IterableDataset):

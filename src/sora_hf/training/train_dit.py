@@ -80,16 +80,6 @@ class DiTTrainingConfig:
     condition_fraction: float = 0.3  # clips with clean / low-noise frames
     long_caption_fraction: float = 0.5  # else the short caption
     storyboard_segment_fraction: float = 0.75  # storyboard clips trained with per-segment captions
-    # > 0: a discriminative term beside flow matching (`caption_contrast_loss`). The plain loss barely rewards
-    # attributes that move few pixels (a wrong shape word costs the shipped DiT +1% velocity error, a wrong colour
-    # +35%: bench/attribute_probe.py), so for `caption_contrast_fraction` of the single-caption clips it also
-    # learns to predict worse under one of the clip's hard negatives (captions right in every detail but one;
-    # ShapeWorld writes them, one per attribute; a video folder has none, and gets no pairs)
-    caption_contrast_weight: float = 0.0
-    caption_contrast_fraction: float = 0.5
-    # the margin, relative to the clip's own error: pairs already further apart than a few of these add ~nothing,
-    # so the term spends itself on the captions the model does not yet tell apart
-    caption_contrast_temperature: float = 0.05
     # --- optimisation
     steps: int = 3000
     time_budget_h: float = 0.0  # > 0: also stop (and export) once this much wall-clock time has been trained
@@ -243,32 +233,8 @@ class BatchMaker:
                 if len(texts[i]) > 1 else [0] * Fl
             frame_seg.append(torch.tensor(segs, device=self.device))
             weights.append((sigma_f > 0).float())  # a given frame's velocity is undefined: no loss there
-        batch = dict(latents=noisy, targets=targets, timesteps=timesteps, tokens=tokens, pooled=pooled,
-                     text_seg=text_seg, frame_seg=frame_seg, weights=weights, negatives=[])
-        if cfg.caption_contrast_weight > 0:
-            self.add_negatives(batch, items, texts)
-        return batch
-
-    def add_negatives(self, batch: dict, items: list[dict], texts: list[list[str]]) -> None:
-        """Append, for `caption_contrast_fraction` of the single-caption clips that carry hard negatives (the
-        item's "negatives": captions right in every detail but one), the same noisy clip under one of them, of
-        the kind (short or long) it was captioned with. One packed forward then gives both predictions;
-        batch["negatives"] lists the clip each appended entry copies."""
-        for i, (item, item_texts) in enumerate(zip(items, texts)):
-            if len(item_texts) != 1 or not item_texts[0] or self.rng.random() >= self.cfg.caption_contrast_fraction:
-                continue
-            kind = "long" if item_texts[0] == item["long"] else "short"
-            options = [n[kind] for n in item.get("negatives", ()) if n[kind] and n[kind] != item_texts[0]]
-            if not options:
-                continue
-            tokens, pooled, text_seg = self.encode_texts([[options[int(self.rng.integers(len(options)))]]])
-            for key in ("latents", "timesteps", "targets", "weights"):
-                batch[key].append(batch[key][i])
-            batch["tokens"].append(tokens[0])
-            batch["pooled"].append(pooled[0])
-            batch["text_seg"].append(text_seg[0])
-            batch["frame_seg"].append(torch.zeros_like(batch["frame_seg"][i]))
-            batch["negatives"].append(i)
+        return dict(latents=noisy, targets=targets, timesteps=timesteps, tokens=tokens, pooled=pooled,
+                    text_seg=text_seg, frame_seg=frame_seg, weights=weights)
 
 
 def build_latent_cache(maker: BatchMaker, batches, num_clips: int, path: Path) -> list[dict]:
@@ -288,8 +254,7 @@ def build_latent_cache(maker: BatchMaker, batches, num_clips: int, path: Path) -
             items = next(batches)
             for item, z in zip(items, maker.encode_latents(items)):
                 cache.append({"latent": z.cpu().clone(), "num_frames": item["video"].shape[1],
-                              "short": item["short"], "long": item["long"], "segments": item["segments"],
-                              "negatives": item.get("negatives", [])})
+                              "short": item["short"], "long": item["long"], "segments": item["segments"]})
             bar.update(len(items))
     tmp = path.with_suffix(".tmp")
     torch.save(cache[:num_clips], tmp)
@@ -325,9 +290,9 @@ def channel_loss_weights(latents_std, power: float, device=None) -> Optional[tor
     return weights / weights.mean()
 
 
-def velocity_errors(predictions: list[torch.Tensor], batch: dict,
-                    channel_weights: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """(N,) each entry's mean squared velocity error over its frames that carry noise; channel_weights (C,)
+def flow_matching_loss(predictions: list[torch.Tensor], batch: dict,
+                       channel_weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Mean squared velocity error over the frames that carry noise, averaged per clip; channel_weights (C,)
     weigh the latent channels (`channel_loss_weights`)."""
     losses = []
     for pred, target, w in zip(predictions, batch["targets"], batch["weights"]):
@@ -336,24 +301,7 @@ def velocity_errors(predictions: list[torch.Tensor], batch: dict,
             squared = squared * channel_weights.view(-1, 1, 1, 1)
         per_frame = squared.mean(dim=(0, 2, 3))  # (F',)
         losses.append((per_frame * w).sum() / w.sum().clamp(min=1))
-    return torch.stack(losses)
-
-
-def caption_contrast_loss(errors: torch.Tensor, batch: dict, temperature: float) -> torch.Tensor:
-    """errors (N,) from `velocity_errors` over a batch with negatives -> scalar.
-
-    Per pair, with e+ the clip's error under its own caption and e- under the other: m * softplus((e+ - e-) / m),
-    m = temperature * e+ (held fixed). Its gradient is sigmoid((e+ - e-) / m) on e+ and minus that on e-: near 1
-    while the other caption predicts as well as the clip's own, near 0 once it predicts clearly worse. The
-    diffusion model's own likelihood ratio is its implied caption classifier (what classifier-free guidance
-    amplifies), so this trains that classifier on the pairs it gets wrong (cf. diffusion-classifier and
-    discriminative fine-tuning of diffusion models)."""
-    if not batch["negatives"]:
-        return errors.sum() * 0.0
-    own = len(errors) - len(batch["negatives"])
-    positive, negative = errors[batch["negatives"]], errors[own:]  # (P,) each
-    margin = temperature * positive.detach()
-    return (margin * torch.nn.functional.softplus((positive - negative) / margin)).mean()
+    return torch.stack(losses).mean()
 
 
 # ----------------------------------------------------------------------------
@@ -438,12 +386,8 @@ def train(cfg: DiTTrainingConfig, vae_path: str, out_dir: str, resume: bool = Tr
     cache_path = None
     if cfg.latent_cache_clips > 0:
         cache_path = out / f"latents-{cfg.latent_cache_clips}-rank{accelerator.process_index}.pt"
-        cache = build_latent_cache(maker, batches, cfg.latent_cache_clips, cache_path)
-        if cfg.caption_contrast_weight > 0 and not any(clip.get("negatives") for clip in cache):
-            raise ValueError(f"caption_contrast_weight={cfg.caption_contrast_weight} needs hard negative captions, "
-                             f"and the latent cache {cache_path} has none (it was built before they were kept): "
-                             "train into a new --out, or delete that file to rebuild it")
-        batches = sample_cached(cache, cfg.batch_size, rng)
+        batches = sample_cached(build_latent_cache(maker, batches, cfg.latent_cache_clips, cache_path),
+                                cfg.batch_size, rng)
 
     start = time.time()
     wall = wall_before
@@ -460,10 +404,8 @@ def train(cfg: DiTTrainingConfig, vae_path: str, out_dir: str, resume: bool = Tr
         batch = maker.make(next(batches))
         out_packed = model(batch["latents"], batch["timesteps"], batch["tokens"], None, batch["pooled"],
                            batch["frame_seg"], batch["text_seg"]).sample
-        errors = velocity_errors(out_packed, batch, channel_weights)  # the batch's clips, then any negatives
-        loss = errors[:len(errors) - len(batch["negatives"])].mean()  # flow matching
-        contrast = caption_contrast_loss(errors, batch, cfg.caption_contrast_temperature)
-        accelerator.backward(loss + cfg.caption_contrast_weight * contrast if batch["negatives"] else loss)
+        loss = flow_matching_loss(out_packed, batch, channel_weights)
+        accelerator.backward(loss)
         grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -474,9 +416,7 @@ def train(cfg: DiTTrainingConfig, vae_path: str, out_dir: str, resume: bool = Tr
         bar.update()
         bar.set_postfix(loss=f"{loss.item():.4f}")
         if step % cfg.log_every == 0 or finished(step, wall):
-            extra = dict(caption_contrast=contrast.item(), caption_pairs=len(batch["negatives"])) \
-                if batch["negatives"] else {}
-            log.write(step, loss=loss.item(), grad_norm=float(grad_norm), lr=optimizer.param_groups[0]["lr"], **extra,
+            log.write(step, loss=loss.item(), grad_norm=float(grad_norm), lr=optimizer.param_groups[0]["lr"],
                       wall_time_s=round(wall, 1))
         if step % cfg.save_every == 0 or finished(step, wall):
             save_checkpoint(accelerator, out, step, wall_time_s=wall)
