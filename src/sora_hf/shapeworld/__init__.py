@@ -33,9 +33,9 @@ def render_clip(seed: int, split: str = "train", **scene_kwargs) -> Clip:
 
 
 __all__ = [
-    "ASPECT_RATIOS", "BACKGROUNDS", "COLOURS", "COUNTERFACTUAL_ATTRIBUTES", "DURATIONS", "EVAL_SEED_START", "FPS", "HELD_OUT", "MOTIONS",
-    "PALETTE", "SHAPE_WORDS", "SHAPES", "SIZES", "SPLITS", "STYLE_TRIGGERS", "STYLES", "Captions", "Clip",
-    "MotionSpec", "ObjectTrack", "RenderedClip", "Scene", "SceneObject", "SegmentCaption", "caption",
-    "check_choice", "check_frame_size", "check_num_frames", "counterfactual", "render", "render_clip", "render_scene",
-    "sample_scene", "simulate",
+    "ASPECT_RATIOS", "BACKGROUNDS", "COLOURS", "COUNTERFACTUAL_ATTRIBUTES", "DURATIONS", "EVAL_SEED_START", "FPS",
+    "HELD_OUT", "MOTIONS", "PALETTE", "SHAPE_WORDS", "SHAPES", "SIZES", "SPLITS", "STYLE_TRIGGERS", "STYLES",
+    "Captions", "Clip", "MotionSpec", "ObjectTrack", "RenderedClip", "Scene", "SceneObject", "SegmentCaption",
+    "caption", "check_choice", "check_frame_size", "check_num_frames", "counterfactual", "render", "render_clip",
+    "render_scene", "sample_scene", "simulate",
 ]

@@ -481,9 +481,9 @@ COUNTERFACTUAL_ATTRIBUTES = ("colour", "shape", "motion", "background")
 
 def counterfactual(scene: Scene, attribute: str, rng: np.random.Generator) -> Optional[Scene]:
     """The scene with one `attribute` changed to another allowed value (of one object, drawn at random where
-    there are two; from the first segment on), or None where nothing else is allowed (an image has no motion).
-    Its caption is a hard negative for the original clip: right in every other detail. A train-split scene
-    never gets a held-out composition this way either."""
+    there are two; from the first segment on), or None where no other value is allowed (an image's motion, a
+    neon or sketch background). Its caption is a hard negative for the original clip: right in every other
+    detail. A train-split scene never gets a held-out composition this way."""
     check_choice("attribute", attribute, COUNTERFACTUAL_ATTRIBUTES)
     k = int(rng.integers(len(scene.objects))) if len(scene.objects) > 1 else 0
     obj, others = scene.objects[k], [o for i, o in enumerate(scene.objects) if i != k]
