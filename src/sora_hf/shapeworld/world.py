@@ -122,6 +122,11 @@ def colour_allowed(colour: str, background: str, style: str) -> bool:
     return not (colour == "white" and (background in ("sky", "paper") or style == "sketch"))
 
 
+def motion_allowed(motion: str, shape: str) -> bool:
+    """A spinning circle looks still, so circles never spin."""
+    return not (motion == "spin" and shape == "circle")
+
+
 # ----------------------------------------------------------------------------
 # Scenes
 # ----------------------------------------------------------------------------
@@ -331,7 +336,7 @@ def sample_scene(
             check_choice(name, value, allowed)
     if split == "train" and colour is not None and shape is not None and (colour, shape) in HELD_OUT:
         raise ValueError(f"colour={colour!r} with shape={shape!r} is held out: it exists only in split='eval'")
-    if motion == "spin" and shape == "circle":
+    if not motion_allowed(motion, shape):
         raise ValueError("motion='spin' needs shape='square' or 'triangle' (a spinning circle looks still)")
     if num_frames == 1 and motion not in (None, "still"):
         raise ValueError(f"motion={motion!r} needs num_frames > 1; an image (num_frames=1) is 'still'")
@@ -387,7 +392,7 @@ def sample_scene(
             changed.colours[1] = str(rng.choice(options))
             changed.motions[1] = replace(changed.motions[0])
         else:
-            kinds = [m for m in MOTIONS if m != changed.motions[0].kind and not (m == "spin" and changed.shape == "circle")]
+            kinds = [m for m in MOTIONS if m != changed.motions[0].kind and motion_allowed(m, changed.shape)]
             changed.motions[1] = _sample_motion_spec(rng, str(rng.choice(kinds)))
         for other in objects:  # the others keep doing what they did
             if other is not changed:
@@ -403,7 +408,7 @@ def sample_scene(
 def _sample_motion(rng, shape: str, num_frames: int) -> str:
     if num_frames == 1:
         return "still"
-    kinds = [m for m in MOTIONS if not (m == "spin" and shape == "circle")]
+    kinds = [m for m in MOTIONS if motion_allowed(m, shape)]
     return str(rng.choice(kinds))
 
 
@@ -485,7 +490,7 @@ def counterfactual(scene: Scene, attribute: str, rng: np.random.Generator) -> Op
     neon or sketch background). Its caption is a hard negative for the original clip: right in every other
     detail. A train-split scene never gets a held-out composition this way."""
     check_choice("attribute", attribute, COUNTERFACTUAL_ATTRIBUTES)
-    k = int(rng.integers(len(scene.objects))) if len(scene.objects) > 1 else 0
+    k = int(rng.integers(len(scene.objects))) if attribute != "background" and len(scene.objects) > 1 else 0
     obj, others = scene.objects[k], [o for i, o in enumerate(scene.objects) if i != k]
 
     def with_object(changed: SceneObject) -> Scene:
@@ -501,14 +506,13 @@ def counterfactual(scene: Scene, attribute: str, rng: np.random.Generator) -> Op
                    if c not in obj.colours and colour_allowed(c, scene.background, scene.style)
                    and all(c != o.colours[0] for o in others)]
     elif attribute == "shape":
-        spins = any(m.kind == "spin" for m in obj.motions)
         options = [with_object(replace(obj, shape=s)) for s in SHAPES
-                   if s != obj.shape and not (s == "circle" and spins)]
+                   if s != obj.shape and all(motion_allowed(m.kind, s) for m in obj.motions)]
     else:
         if scene.num_frames == 1:  # an image has no motion to get wrong
             return None
         options = [with_object(replace(obj, motions=[replace(obj.motions[0], kind=m), *obj.motions[1:]]))
-                   for m in MOTIONS if m != obj.motions[0].kind and not (m == "spin" and obj.shape == "circle")]
-    if scene.split == "train":
+                   for m in MOTIONS if m != obj.motions[0].kind and motion_allowed(m, obj.shape)]
+    if scene.split == "train":  # an object's new colour or shape may make a held-out composition
         options = [o for o in options if not o.is_held_out()]
     return options[int(rng.integers(len(options)))] if options else None
