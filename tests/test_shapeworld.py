@@ -146,44 +146,6 @@ def test_occluder_is_in_front_and_the_object_comes_out_the_other_side():
     assert blue[0] > 0 and blue[-1] > 0.8 * blue[0]  # and re-appears whole
 
 
-def test_scene_labels_mark_each_pixels_shape_colour_and_motion():
-    from sora_hf.shapeworld.render import LABELS, scene_labels
-
-    def channel(name):
-        return LABELS.index(name)
-
-    # a storyboard whose one object changes colour, passing behind the pole
-    for seed in range(200):
-        clip = render_clip(seed, storyboard=True, num_objects=1, occluder=True, num_frames=33, background="black")
-        o = clip.scene.objects[0]
-        if o.colours[0] != o.colours[1]:
-            break
-    labels = scene_labels(clip.scene, clip.tracks)
-    F, H, W, _ = clip.frames.shape
-    assert labels.shape == (F, H, W, len(LABELS)) and labels.min() >= 0 and labels.max() <= 1
-    shape = labels[..., channel(f"shape:{o.shape}")]
-    # one object: each group of labels (shape, colour, motion) covers the same pixels, once
-    groups = [[k for k, name in enumerate(LABELS) if name.startswith(g)] for g in ("shape:", "colour:", "motion:")]
-    for group in groups:
-        np.testing.assert_allclose(labels[..., group].sum(-1), shape, atol=1e-6)
-    # it marks the pixels that show the object and no others: none under the pole, none on the background
-    background = np.abs(clip.frames.astype(float) - BACKGROUNDS["black"][0]).max(-1) < 1
-    pole = np.broadcast_to(~background.any((0, 1)), background.shape)  # the columns it covers, even in part
-    behind_pole = np.broadcast_to((np.abs(clip.frames.astype(float) - OCCLUDER_RGB).max(-1) < 1).all((0, 1)),
-                                  background.shape)  # the columns it covers whole
-    object_pixels = ~background & ~pole
-    assert shape[object_pixels].mean() > 0.9 and shape[behind_pole].max() == 0 and behind_pole.any()
-    assert np.abs(clip.tracks[0].x - clip.scene.occluder_x).min() < 2  # and it does pass behind the pole
-    assert 0.5 * object_pixels.sum() < shape.sum() < 1.5 * object_pixels.sum()
-    # the colour follows the segments
-    s1 = clip.scene.segment_starts[1]
-    first, second = channel(f"colour:{o.colours[0]}"), channel(f"colour:{o.colours[1]}")
-    assert labels[:s1, ..., second].max() == 0 and labels[s1:, ..., first].max() == 0
-    np.testing.assert_allclose(labels[..., first].sum() + labels[..., second].sum(), shape.sum(), rtol=1e-5)
-    for motion, frames in zip(o.motions, [slice(0, s1), slice(s1, F)]):
-        assert labels[frames, ..., channel(f"motion:{motion.kind}")].sum() > 0
-
-
 # ----------------------------------------------------------------------------
 # storyboards, styles, captions, splits
 # ----------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from sora_hf.models.autoencoder_kl_sora import AutoencoderKLSora
 from sora_hf.pipeline_sora import SoraPipeline
 from sora_hf.training.train_dit import (BatchMaker, DiTTrainingConfig, channel_loss_weights, flow_matching_loss,
-                                        label_loss, lr_factor, pool_labels, sample_sigmas)
+                                        lr_factor, sample_sigmas)
 from sora_hf.training.train_dit import train as train_dit
 from sora_hf.training.train_vae import VAETrainingConfig
 from sora_hf.training.train_vae import train as train_vae
@@ -251,67 +251,3 @@ def test_progress_bar_total_follows_the_time_budget():
     assert steps_within_budget(3000, 100, 60.0, 1.0) == 3000  # the steps end it first
     assert steps_within_budget(100_000, 500, 4000.0, 1.0) == 500  # over budget: it ends now
     assert steps_within_budget(100_000, 0, 0.0, 1.0) == 100_000  # no pace yet
-
-
-def test_labels_pool_onto_the_causal_latent_grid():
-    labels = torch.zeros(2, 9, 16, 16)
-    labels[0, 0] = 1  # the first frame alone is the first latent frame
-    labels[1, 5:9, :8, :8] = 1  # frames 5-8 are the third
-    pooled = pool_labels(labels, temporal=4, spatial=8)
-    assert pooled.shape == (2, 3, 2, 2)
-    assert pooled[0, 0].eq(1).all() and pooled[0, 1:].eq(0).all()
-    assert pooled[1, 2, 0, 0] == 1 and pooled[1].sum() == 1
-
-
-def test_label_loss_scores_each_packed_clip_against_its_own_labels(tiny_pipe):
-    """The head reads a block's packed rows; each clip's tokens must meet its own labels, exactly as if it
-    had been run alone (and mixing up clips would show: their labels differ)."""
-    model = tiny_pipe.transformer
-    torch.manual_seed(0)
-    shapes = [(1, 4, 4), (3, 4, 6), (2, 6, 4)]  # latent (F', H', W') of different sizes: several per row
-    C, K = model.config.in_channels, 5
-    batch = dict(latents=[torch.randn(C, *s) for s in shapes], timesteps=[torch.tensor(400.0)] * 3,
-                 tokens=[torch.randn(7, 384) for _ in shapes], pooled=[torch.randn(1, 384) for _ in shapes],
-                 labels=[torch.rand(K, *s).round() for s in shapes])
-    head = torch.nn.Linear(model.config.hidden_size, K * 4)
-    captured = []
-    hook = model.blocks[0].register_forward_hook(lambda module, args, output: captured.append(output))
-    try:
-        with torch.no_grad():
-            model(batch["latents"], batch["timesteps"], batch["tokens"], None, batch["pooled"])
-            packed = label_loss(captured.pop(), head, model, batch)
-            alone = []
-            for i in range(3):
-                one = {k: v[i:i + 1] for k, v in batch.items()}
-                model(one["latents"], one["timesteps"], one["tokens"], None, one["pooled"])
-                alone.append(label_loss(captured.pop(), head, model, one))
-            swapped = dict(batch, labels=[batch["labels"][0]] + [torch.rand(K, *s).round() for s in shapes[1:]])
-            model(batch["latents"], batch["timesteps"], batch["tokens"], None, batch["pooled"])
-            other = label_loss(captured.pop(), head, model, swapped)
-    finally:
-        hook.remove()
-    assert model.config.max_tokens_per_row >= 4 + 18 + 12  # all three did share a row
-    torch.testing.assert_close(packed, torch.stack(alone).mean(), atol=1e-5, rtol=1e-5)
-    assert abs(float(other - packed)) > 1e-3
-
-
-def test_train_dit_with_the_label_loss_caches_labels_and_logs_it(vae_run, tmp_path):
-    out, _ = vae_run
-    cfg = DiTTrainingConfig(preset="tiny-test", batch_size=2, steps=2, log_every=1, latent_cache_clips=3,
-                            durations=(1, 17), duration_weights=(0.5, 0.5), warmup_steps=1, label_loss_weight=1.0)
-    run = tmp_path / "dit"
-    train_dit(cfg, str(out / "export"), str(run))
-    cache = torch.load(run / "latents-3-labels-rank0.pt")  # its own cache: an unlabelled one cannot serve
-    from sora_hf.shapeworld.render import LABELS
-    for entry in cache:
-        assert entry["latent_labels"].shape == (len(LABELS), *entry["latent"].shape[1:])
-        assert entry["latent_labels"].sum() > 0  # every clip shows an object
-    logged = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
-    assert all(0 < r["label_loss"] < 1 for r in logged)
-    for bad, needle in (({"label_loss_block": 3}, "label_loss_block=3"),):
-        with pytest.raises(ValueError, match=needle):
-            train_dit(dataclass_replace(cfg, **bad), str(out / "export"), str(tmp_path / "bad"))
-    video_folder = tmp_path / "videos"
-    video_folder.mkdir()
-    with pytest.raises(ValueError, match="label_loss_weight=1.0"):
-        train_dit(cfg, str(out / "export"), str(tmp_path / "bad2"), video_folder=str(video_folder))

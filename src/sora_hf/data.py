@@ -12,8 +12,6 @@ never care where a clip came from:
       "style":    str     "none" or a style name (a LoRA preset)
       "fps":      int
       "meta":     dict    where it came from (source, seed / file, ...): enough to find it again
-      "labels":   float16 tensor (K, F, H, W), optional: per-pixel scene labels, where known
-                  (ShapeWorld with labels=True)
     }
 
 Items differ in size and duration on purpose (NaViT-style packing happens in
@@ -45,7 +43,6 @@ from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from .shapeworld import (ASPECT_RATIOS, DURATIONS, EVAL_SEED_START, FPS, SPLITS, STYLES, check_choice,
                          check_frame_size, check_num_frames, render_clip)
-from .shapeworld.render import scene_labels
 from .shapeworld.world import MAX_SEED
 from .video_io import READ_SUFFIXES, read_video_with_info
 
@@ -223,17 +220,13 @@ def sample_spec(rng: np.random.Generator, sampling: ShapeWorldSampling, split: s
     return ClipSpec(seed, split, int(height), int(width), num_frames, style, num_objects, storyboard, occluder)
 
 
-def render_item(spec: ClipSpec, labels: bool = False, **meta: Any) -> dict:
-    """Render a spec into the item format; `meta` adds to the item's meta (e.g. the stream). labels=True adds
-    "labels": float16 (K, F, H, W), the clip's per-pixel scene labels (`shapeworld.render.scene_labels`)."""
+def render_item(spec: ClipSpec, **meta: Any) -> dict:
+    """Render a spec into the item format; `meta` adds to the item's meta (e.g. the stream)."""
     clip = render_clip(spec.seed, spec.split, **spec.scene_kwargs())
     segments = [{"short": s.short, "long": s.long, "start": s.start, "end": s.end} for s in clip.captions.segments]
     item_meta = {"source": "shapeworld", "seed": spec.seed, "split": spec.split,
                  "scene_kwargs": spec.scene_kwargs(), "held_out": clip.scene.is_held_out(), **meta}
-    item = make_item(clip.frames, clip.captions.short, clip.captions.long, segments, spec.style, FPS, item_meta)
-    if labels:
-        item["labels"] = torch.from_numpy(scene_labels(clip.scene, clip.tracks)).permute(3, 0, 1, 2).half()
-    return item
+    return make_item(clip.frames, clip.captions.short, clip.captions.long, segments, spec.style, FPS, item_meta)
 
 
 class ShapeWorldDataset(IterableDataset):
@@ -253,13 +246,11 @@ class ShapeWorldDataset(IterableDataset):
         seed: the base seed of the stream.
         rank, world_size: this process in a distributed run; None reads
             torch.distributed when it is initialised, else 0 and 1.
-        labels: also yield each clip's per-pixel scene labels (`render_item`).
     """
 
     def __init__(self, sampling: Optional[ShapeWorldSampling] = None, split: str = "train", seed: int = 0,
-                 rank: Optional[int] = None, world_size: Optional[int] = None, labels: bool = False):
+                 rank: Optional[int] = None, world_size: Optional[int] = None):
         super().__init__()
-        self.labels = labels
         check_choice("split", split, SPLITS)
         self.sampling = sampling if sampling is not None else ShapeWorldSampling()
         if not isinstance(self.sampling, ShapeWorldSampling):
@@ -283,7 +274,7 @@ class ShapeWorldDataset(IterableDataset):
         info = get_worker_info()
         worker_id = info.id if info is not None else 0
         for spec in self.specs(worker_id):
-            yield render_item(spec, labels=self.labels, rank=self.rank, worker=worker_id, epoch=self.epoch)
+            yield render_item(spec, rank=self.rank, worker=worker_id, epoch=self.epoch)
 
 
 def _distributed_position(rank: Optional[int], world_size: Optional[int]) -> tuple[int, int]:

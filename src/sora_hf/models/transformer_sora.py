@@ -550,13 +550,12 @@ class SoraTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Attentio
         timestep = torch.zeros(R, Fmax, device=device)
         frame_pooled = torch.zeros(R, Fmax, 1, self.config.pooled_embed_dim, device=device)
         text = torch.zeros(R, L, items[0]["text"].shape[-1], device=device)
-        spans, text_starts = row_spans(rows, [len(it["tokens"]) for it in items]), {}
+        spans, text_starts = {}, {}
         for r, row in enumerate(rows):
-            f0 = l0 = 0
+            n0 = f0 = l0 = 0
             for i in row:
                 it = items[i]
-                _, n0, n = spans[i]
-                nf, nl = len(it["timestep"]), len(it["text"])
+                n, nf, nl = len(it["tokens"]), len(it["timestep"]), len(it["text"])
                 tokens[r, n0:n0 + n] = it["tokens"]
                 positions[r, n0:n0 + n] = it["positions"]
                 token_frame[r, n0:n0 + n] = it["positions"][:, 0] + f0
@@ -564,8 +563,8 @@ class SoraTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Attentio
                 seg = it["frame_seg"].clamp(0, len(it["pooled"]) - 1)
                 frame_pooled[r, f0:f0 + nf, 0] = it["pooled"][seg]
                 text[r, l0:l0 + nl] = it["text"]
-                text_starts[i] = r * L + l0
-                f0, l0 = f0 + nf, l0 + nl
+                spans[i], text_starts[i] = (r, n0, n), r * L + l0
+                n0, f0, l0 = n0 + n, f0 + nf, l0 + nl
         self_mask, cross_mask = _sample_masks(items, spans, text_starts, R * N, N, device)
         # each frame already holds its own segment's pooled text, so frame f is "segment" f here
         frame_ids = torch.arange(Fmax, device=device).expand(R, -1)
@@ -594,18 +593,6 @@ def pack_rows(lengths: list[int], max_tokens: int) -> list[list[int]]:
             rows.append([i])
             room.append(max_tokens - lengths[i])
     return rows
-
-
-def row_spans(rows: list[list[int]], lengths: list[int]) -> dict[int, tuple[int, int, int]]:
-    """{sample: (row, first token, tokens)}: where `forward_packed` lays each sample's tokens, the samples of
-    each row (`pack_rows`) one after another. A training loss on a block's packed hidden states reads it."""
-    spans = {}
-    for r, row in enumerate(rows):
-        start = 0
-        for i in row:
-            spans[i] = (r, start, lengths[i])
-            start += lengths[i]
-    return spans
 
 
 def _sample_masks(items, spans, text_starts, num_slots: int, row_length: int, device):

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .world import (BACKGROUNDS, COLOURS, MOTIONS, OCCLUDER_RGB, OCCLUDER_WIDTH_FRACTION, PALETTE, SHAPES,
-                    ObjectTrack, Scene, SceneObject, simulate)
+from .world import (BACKGROUNDS, OCCLUDER_RGB, OCCLUDER_WIDTH_FRACTION, PALETTE, ObjectTrack, Scene,
+                    simulate)
 
 PIXEL_BLOCK = 8
 SHADING = 0.12  # highlight amplitude: lightness stays within +-15% of the palette colour
@@ -45,66 +45,30 @@ def render(scene: Scene) -> RenderedClip:
 
     F, H, W = scene.num_frames, scene.height, scene.width
     canvas = np.broadcast_to(_background(scene), (F, H, W, 3)).copy()  # (F, H, W, 3) float32
+    ys = np.arange(H, dtype=np.float32)[None, :, None] + 0.5  # (1, H, 1) pixel centres
+    xs = np.arange(W, dtype=np.float32)[None, None, :] + 0.5  # (1, 1, W)
     for obj, track in zip(scene.objects, tracks):
-        sdf, dx, dy = _object_sdf(scene, obj, track)
+        r = scene.radius(obj)
+        # object-local coordinates, rotated into the object's frame
+        dx = xs - track.x.astype(np.float32)[:, None, None]  # (F, H, W)
+        dy = ys - track.y.astype(np.float32)[:, None, None]
+        theta = np.deg2rad(track.angle).astype(np.float32)[:, None, None]
+        cos, sin = np.cos(theta), np.sin(theta)
+        u, v = cos * dx + sin * dy, -sin * dx + cos * dy
+        sdf = _sdf(obj.shape, u, v, r)
         colour = np.array([PALETTE[c] for c in track.colour], dtype=np.float32)[:, None, None, :]  # (F,1,1,3)
-        _draw(canvas, scene.style, sdf, colour, dx, dy, scene.radius(obj))
+        _draw(canvas, scene.style, sdf, colour, dx, dy, r)
 
-    cover = _occluder_cover(scene)[:, None]  # (W, 1)
-    canvas = canvas * (1 - cover) + np.array(OCCLUDER_RGB, np.float32) * cover
+    if scene.occluder_x is not None:
+        half = OCCLUDER_WIDTH_FRACTION * W / 2
+        left, right = scene.occluder_x - half, scene.occluder_x + half
+        cover = np.clip(np.minimum(xs[0] + 0.5 - left, right - (xs[0] - 0.5)), 0, 1)[..., None]  # (1, W, 1)
+        canvas = canvas * (1 - cover) + np.array(OCCLUDER_RGB, np.float32) * cover
 
     if scene.style == "pixel":
         canvas = _pixelate(canvas, scene)
     frames = np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
     return RenderedClip(frames, tracks)
-
-
-LABELS = tuple(f"shape:{s}" for s in SHAPES) + tuple(f"colour:{c}" for c in COLOURS) + \
-    tuple(f"motion:{m}" for m in MOTIONS)
-
-
-def scene_labels(scene: Scene, tracks: list[ObjectTrack]) -> np.ndarray:
-    """(F, H, W, len(LABELS)) float32: how much of each pixel shows an object of each shape, colour and motion.
-
-    Per-pixel ground truth of what the clip shows (the filled shape in every style; hidden behind the occluder
-    where the pole hides it), for training signals that need more than the caption (`train-dit
-    --label-loss-weight`). `tracks` are the ones drawn (`render(scene).tracks`)."""
-    index = {name: k for k, name in enumerate(LABELS)}
-    labels = np.zeros((scene.num_frames, scene.height, scene.width, len(LABELS)), np.float32)
-    visible = 1 - _occluder_cover(scene)  # (W,)
-    segment_of = np.zeros(scene.num_frames, dtype=np.int64)
-    for s, (start, end) in enumerate(scene.segment_ranges()):
-        segment_of[start:end] = s
-    for obj, track in zip(scene.objects, tracks):
-        coverage = np.clip(0.5 - _object_sdf(scene, obj, track)[0], 0, 1) * visible  # (F, H, W)
-        labels[..., index[f"shape:{obj.shape}"]] += coverage
-        for f in range(scene.num_frames):
-            labels[f, ..., index[f"colour:{track.colour[f]}"]] += coverage[f]
-            labels[f, ..., index[f"motion:{obj.motions[segment_of[f]].kind}"]] += coverage[f]
-    return np.minimum(labels, 1.0)  # two overlapping objects of one shape still cover a pixel once
-
-
-def _object_sdf(scene: Scene, obj: SceneObject, track: ObjectTrack):
-    """(sdf, dx, dy), each (F, H, W): the object's signed distance at every pixel centre, and the pixel's offset
-    from the object's centre."""
-    ys = np.arange(scene.height, dtype=np.float32)[None, :, None] + 0.5  # (1, H, 1) pixel centres
-    xs = np.arange(scene.width, dtype=np.float32)[None, None, :] + 0.5  # (1, 1, W)
-    dx = xs - track.x.astype(np.float32)[:, None, None]  # (F, H, W)
-    dy = ys - track.y.astype(np.float32)[:, None, None]
-    theta = np.deg2rad(track.angle).astype(np.float32)[:, None, None]
-    cos, sin = np.cos(theta), np.sin(theta)
-    u, v = cos * dx + sin * dy, -sin * dx + cos * dy  # rotated into the object's frame
-    return _sdf(obj.shape, u, v, scene.radius(obj)), dx, dy
-
-
-def _occluder_cover(scene: Scene) -> np.ndarray:
-    """(W,) float32: how much of each pixel column the pole covers (all 0 without one)."""
-    xs = np.arange(scene.width, dtype=np.float32) + 0.5
-    if scene.occluder_x is None:
-        return np.zeros_like(xs)
-    half = OCCLUDER_WIDTH_FRACTION * scene.width / 2
-    left, right = scene.occluder_x - half, scene.occluder_x + half
-    return np.clip(np.minimum(xs + 0.5 - left, right - (xs - 0.5)), 0, 1)
 
 
 def _sdf(shape: str, u, v, r: float):

@@ -99,12 +99,6 @@ class DiTTrainingConfig:
     # > 0: encode this many clips once and train on them (fast on CPU); 0: on the fly. 4,000 clips (and 12,174
     # steps) instead of the shipped 2,000 (and 9,000): no better (numbers: model card, "What was tried")
     latent_cache_clips: int = 0
-    # > 0: an auxiliary loss on ShapeWorld's ground truth, in the manner of representation alignment (REPA, Yu et
-    # al. 2024) but with the scene's own labels for the frozen encoder's features: a training-only head reads the
-    # tokens after block `label_loss_block` and predicts which shape, colour and motion cover each latent pixel
-    # (`shapeworld.render.scene_labels`, pooled to the latent grid), by binary cross-entropy times this weight
-    label_loss_weight: float = 0.0
-    label_loss_block: int = 2
     # --- bookkeeping
     seed: int = 0
     log_every: int = 10
@@ -218,16 +212,6 @@ class BatchMaker:
             memo.popitem(last=False)
         return tokens, pooled_out, text_seg
 
-    def latent_labels(self, item: dict) -> torch.Tensor:
-        """The item's scene labels on the latent grid (K, F', H', W'); cached items already have them."""
-        if "latent_labels" in item:
-            return item["latent_labels"].float().to(self.device)
-        if "labels" not in item:
-            raise ValueError("label_loss_weight > 0 needs items with per-pixel 'labels' (ShapeWorld's; a video "
-                             "folder has none): set label_loss_weight=0")
-        return pool_labels(item["labels"].to(self.device), self.pipe.vae_scale_factor_temporal,
-                           self.pipe.vae_scale_factor_spatial)
-
     def make(self, items: list[dict]) -> dict:
         cfg, rng = self.cfg, self.rng
         latents = self.encode_latents(items)
@@ -249,18 +233,8 @@ class BatchMaker:
                 if len(texts[i]) > 1 else [0] * Fl
             frame_seg.append(torch.tensor(segs, device=self.device))
             weights.append((sigma_f > 0).float())  # a given frame's velocity is undefined: no loss there
-        labels = [self.latent_labels(item) for item in items] if cfg.label_loss_weight > 0 else None
         return dict(latents=noisy, targets=targets, timesteps=timesteps, tokens=tokens, pooled=pooled,
-                    text_seg=text_seg, frame_seg=frame_seg, weights=weights, labels=labels)
-
-
-def pool_labels(labels: torch.Tensor, temporal: int, spatial: int) -> torch.Tensor:
-    """Per-pixel labels (K, F, H, W) -> the share of each latent pixel (K, F', H', W') they cover: the causal
-    VAE's first latent frame holds frame 0 alone, each later one the next `temporal` frames."""
-    labels = labels.float()
-    later = labels[:, 1:].unflatten(1, (-1, temporal)).mean(2)  # (K, F' - 1, H, W)
-    frames = torch.cat([labels[:, :1], later], 1)  # (K, F', H, W)
-    return torch.nn.functional.avg_pool2d(frames, spatial)  # (K, F', H / spatial, W / spatial)
+                    text_seg=text_seg, frame_seg=frame_seg, weights=weights)
 
 
 def build_latent_cache(maker: BatchMaker, batches, num_clips: int, path: Path) -> list[dict]:
@@ -281,8 +255,6 @@ def build_latent_cache(maker: BatchMaker, batches, num_clips: int, path: Path) -
             for item, z in zip(items, maker.encode_latents(items)):
                 cache.append({"latent": z.cpu().clone(), "num_frames": item["video"].shape[1],
                               "short": item["short"], "long": item["long"], "segments": item["segments"]})
-                if "labels" in item:
-                    cache[-1]["latent_labels"] = maker.latent_labels(item).half()
             bar.update(len(items))
     tmp = path.with_suffix(".tmp")
     torch.save(cache[:num_clips], tmp)
@@ -332,22 +304,6 @@ def flow_matching_loss(predictions: list[torch.Tensor], batch: dict,
     return torch.stack(losses).mean()
 
 
-def label_loss(hidden: torch.Tensor, head: torch.nn.Module, model, batch: dict) -> torch.Tensor:
-    """Binary cross-entropy of `head` on the packed hidden states of a block (R, N, D) against each clip's
-    latent-grid scene labels, patchified like the latents so that token i is scored against its own pixels."""
-    from ..models.transformer_sora import pack_rows, row_spans
-
-    targets = [model.patchify(labels[None])[0] for labels in batch["labels"]]  # (n_i, K * pt * p * p) each
-    lengths = [len(t) for t in targets]
-    spans = row_spans(pack_rows(lengths, model.config.max_tokens_per_row), lengths)
-    losses = []
-    for i, target in enumerate(targets):
-        row, start, n = spans[i]
-        logits = head(hidden[row, start:start + n])  # (n_i, K * pt * p * p)
-        losses.append(torch.nn.functional.binary_cross_entropy_with_logits(logits, target))
-    return torch.stack(losses).mean()
-
-
 # ----------------------------------------------------------------------------
 # The run
 # ----------------------------------------------------------------------------
@@ -363,7 +319,6 @@ def train(cfg: DiTTrainingConfig, vae_path: str, out_dir: str, resume: bool = Tr
     from ..models import AutoencoderKLSora, SoraTransformer3DModel
     from ..models.transformer_sora import PRESETS
     from ..pipeline_sora import SoraPipeline, _bundled_text_model
-    from ..shapeworld.render import LABELS
 
     if cfg.preset not in PRESETS:
         raise ValueError(f"preset={cfg.preset!r}; allowed: {sorted(PRESETS)}")
@@ -392,31 +347,12 @@ def train(cfg: DiTTrainingConfig, vae_path: str, out_dir: str, resume: bool = Tr
                                        max_tokens_per_row=cfg.max_tokens_per_row, **PRESETS[cfg.preset])
     pipe = SoraPipeline(transformer=model, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
                         scheduler=scheduler)
-    trained = [model]
-    label_head, captured = None, {}
-    if cfg.label_loss_weight > 0:
-        if video_folder:
-            raise ValueError(f"label_loss_weight={cfg.label_loss_weight} needs ShapeWorld's scene labels, which "
-                             f"video_folder={video_folder!r} does not have: set label_loss_weight=0")
-        if not 1 <= cfg.label_loss_block <= model.config.num_layers:
-            raise ValueError(f"label_loss_block={cfg.label_loss_block} must be in [1, {model.config.num_layers}] "
-                             f"(the model's blocks)")
-        c = model.config
-        width, per_token = c.hidden_size, len(LABELS) * c.patch_size_t * c.patch_size ** 2
-        label_head = torch.nn.Sequential(torch.nn.Linear(width, width), torch.nn.SiLU(),
-                                         torch.nn.Linear(width, per_token))
-        model.blocks[cfg.label_loss_block - 1].register_forward_hook(
-            lambda module, args, output: captured.__setitem__("hidden", output))
-        trained.append(label_head)
     # fused: one kernel for all parameters (12.6 vs 33 ms a step for sora-tiny's 9.3M on one CPU thread)
-    parameters = [p for m in trained for p in m.parameters()]
-    optimizer = torch.optim.AdamW(parameters, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99),
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99),
                                   fused=True)
     ema = EMAModel(model.parameters(), decay=cfg.ema_decay, use_ema_warmup=True, model_cls=SoraTransformer3DModel,
                    model_config=model.config)
     model, optimizer = accelerator.prepare(model, optimizer)
-    if label_head is not None:
-        label_head = accelerator.prepare(label_head)  # saved in checkpoints; never exported
     accelerator.register_for_checkpointing(ema)
 
     log = RunLog(out)
@@ -438,7 +374,7 @@ def train(cfg: DiTTrainingConfig, vae_path: str, out_dir: str, resume: bool = Tr
         sampling = ShapeWorldSampling(tier=cfg.tier, durations=cfg.durations, duration_weights=cfg.duration_weights,
                                       style_weights=cfg.style_weights, storyboard_fraction=cfg.storyboard_fraction)
         dataset = ShapeWorldDataset(sampling, seed=cfg.seed, rank=accelerator.process_index,
-                                    world_size=accelerator.num_processes, labels=label_head is not None)
+                                    world_size=accelerator.num_processes)
         dataset.set_epoch(step)  # a resumed run draws fresh clips instead of replaying the first ones
         loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, collate_fn=collate_videos,
                                              num_workers=1, prefetch_factor=2)
@@ -449,8 +385,7 @@ def train(cfg: DiTTrainingConfig, vae_path: str, out_dir: str, resume: bool = Tr
     maker = BatchMaker(pipe, cfg, rng, device, text_memo_size=None if cfg.latent_cache_clips > 0 else TEXT_MEMO_SIZE)
     cache_path = None
     if cfg.latent_cache_clips > 0:
-        labelled = "-labels" if label_head is not None else ""  # a cache without labels cannot serve
-        cache_path = out / f"latents-{cfg.latent_cache_clips}{labelled}-rank{accelerator.process_index}.pt"
+        cache_path = out / f"latents-{cfg.latent_cache_clips}-rank{accelerator.process_index}.pt"
         batches = sample_cached(build_latent_cache(maker, batches, cfg.latent_cache_clips, cache_path),
                                 cfg.batch_size, rng)
 
@@ -469,13 +404,9 @@ def train(cfg: DiTTrainingConfig, vae_path: str, out_dir: str, resume: bool = Tr
         batch = maker.make(next(batches))
         out_packed = model(batch["latents"], batch["timesteps"], batch["tokens"], None, batch["pooled"],
                            batch["frame_seg"], batch["text_seg"]).sample
-        loss = flow_matching_loss(out_packed, batch, channel_weights)  # what the log and the bar report
-        extra = {}
-        if label_head is not None:
-            extra["label_loss"] = label_loss(captured.pop("hidden"), label_head, accelerator.unwrap_model(model),
-                                             batch)
-        accelerator.backward(loss + cfg.label_loss_weight * extra.get("label_loss", 0.0))
-        grad_norm = accelerator.clip_grad_norm_(parameters, cfg.grad_clip)
+        loss = flow_matching_loss(out_packed, batch, channel_weights)
+        accelerator.backward(loss)
+        grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         ema.step(accelerator.unwrap_model(model).parameters())
@@ -486,7 +417,7 @@ def train(cfg: DiTTrainingConfig, vae_path: str, out_dir: str, resume: bool = Tr
         bar.set_postfix(loss=f"{loss.item():.4f}")
         if step % cfg.log_every == 0 or finished(step, wall):
             log.write(step, loss=loss.item(), grad_norm=float(grad_norm), lr=optimizer.param_groups[0]["lr"],
-                      wall_time_s=round(wall, 1), **{k: v.item() for k, v in extra.items()})
+                      wall_time_s=round(wall, 1))
         if step % cfg.save_every == 0 or finished(step, wall):
             save_checkpoint(accelerator, out, step, wall_time_s=wall)
             if accelerator.is_main_process:
