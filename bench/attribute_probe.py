@@ -31,7 +31,6 @@ from sora_hf.shapeworld import (ASPECT_RATIOS, COUNTERFACTUAL_ATTRIBUTES, EVAL_S
                                 render_scene, sample_scene)
 
 SIGMAS = (0.3, 0.6, 0.9)
-ATTRIBUTES = COUNTERFACTUAL_ATTRIBUTES
 PATHS = ("both", "tokens", "pooled")  # where the wrong caption goes
 
 
@@ -68,7 +67,7 @@ def main():
         z = pipe.encode_video(frames_to_video(clip.frames)[None])  # (1, C, F', H', W')
         noises = {s: torch.randn(z.shape, generator=generator) for s in SIGMAS}
         # one changed scene per attribute, so the short and the long caption are probed with the same change
-        others = {a: counterfactual(scene, a, rng) for a in ATTRIBUTES}
+        others = {a: counterfactual(scene, a, rng) for a in COUNTERFACTUAL_ATTRIBUTES}
         wrong_captions = {a: caption(other) for a, other in others.items() if other is not None}
         for kind in ("short", "long"):
             right = pipe.encode_prompt(getattr(clip.captions, kind))
@@ -82,10 +81,10 @@ def main():
                         penalty[attribute, path].append(error / base[s] - 1)
 
     summary = {a: {p: {"penalty": float(np.mean(penalty[a, p])), "true_caption_wins": float(np.mean(
-        np.array(penalty[a, p]) > 0)), "n": len(penalty[a, p])} for p in PATHS} for a in ATTRIBUTES}
+        np.array(penalty[a, p]) > 0)), "n": len(penalty[a, p])} for p in PATHS} for a in COUNTERFACTUAL_ATTRIBUTES}
     print(f"velocity-loss penalty of a wrong word (and how often the true caption wins), sigmas {SIGMAS}")
     print(f"{'attribute':12s}" + "".join(f"{'wrong in ' + p:>24s}" for p in PATHS))
-    for a in ATTRIBUTES:
+    for a in COUNTERFACTUAL_ATTRIBUTES:
         cells = [f"{100 * summary[a][p]['penalty']:+8.1f}% ({100 * summary[a][p]['true_caption_wins']:3.0f}% wins)"
                  for p in PATHS]
         print(f"{a:12s}" + "".join(f"{c:>24s}" for c in cells))
