@@ -166,31 +166,15 @@ class CausalConv3d(nn.Conv3d, Streaming):
         return super().forward(x)
 
 
-def lapped_window(block: int, overlap: int) -> torch.Tensor:
-    """(block + 2 * overlap,) weights of a lapped transform's window (Princen-Bradley): a sine ramp over the
-    2 * overlap pixels two neighbouring windows share, 1 between, so the squared windows of all blocks sum to 1
-    at every pixel. overlap 0 is a block's own pixels (all ones)."""
-    n = torch.arange(block + 2 * overlap, dtype=torch.float64)
-    ramp = torch.sin(math.pi / 2 * (torch.minimum(n, n.flip(0)) + 0.5) / max(2 * overlap, 1))
-    return torch.where(torch.minimum(n, n.flip(0)) < 2 * overlap, ramp, torch.ones_like(n)).float()
-
-
 class CausalPatchConv(nn.Conv3d, Streaming):
     """The encoder's linear skeleton: each (tc, s, s) block of pixels -> one latent vector.
 
     Causal like the rest: frame 0 is a block of its own (repeated tc times), so 1 + tc*k frames ->
     1 + k latent frames; while streaming, only the first chunk starts with frame 0.
-    With overlap > 0 a block reads a window reaching `overlap` pixels into each spatial neighbour, weighted by
-    `lapped_window` (a lapped transform): an object moving by a pixel then changes the latents a little, where
-    disjoint blocks change abruptly as it crosses a block border.
     """
 
-    def __init__(self, channels: int, latent_channels: int, tc: int, sc: int, overlap: int = 0):
-        k = sc + 2 * overlap
-        super().__init__(channels, latent_channels, (tc, k, k), stride=(tc, sc, sc))
-        self.overlap = overlap
-        window = lapped_window(sc, overlap)
-        self.register_buffer("window", window[:, None] * window[None, :], persistent=False)  # (k, k)
+    def __init__(self, channels: int, latent_channels: int, tc: int, sc: int):
+        super().__init__(channels, latent_channels, (tc, sc, sc), stride=(tc, sc, sc))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, 1 + tc*k, H, W) or a later chunk (B, 3, tc*k, H, W)
         first = not (self.streaming and self.cache)
@@ -198,38 +182,21 @@ class CausalPatchConv(nn.Conv3d, Streaming):
             self.cache = True
         if first:
             x = torch.cat([x[:, :, :1].expand(-1, -1, self.kernel_size[0] - 1, -1, -1), x], dim=2)
-        if not self.overlap:
-            return super().forward(x)  # (B, C_z, 1 + k, H/s, W/s)
-        o = self.overlap
-        x = F.pad(x, (o, o, o, o, 0, 0), mode="replicate")  # (B, 3, T, H + 2o, W + 2o): edges repeat outward
-        return F.conv3d(x, self.weight * self.window, self.bias, self.stride)  # (B, C_z, 1 + k, H/s, W/s)
+        return super().forward(x)  # (B, C_z, 1 + k, H/s, W/s)
 
 
 class CausalPatchDeconv(nn.ConvTranspose3d, Streaming):
     """The decoder's linear skeleton, the transpose of CausalPatchConv: one latent vector -> a pixel block;
-    latent frame 0 keeps only the last frame of its block. With overlap > 0 the windowed blocks are added
-    where they overlap and divided by the sum of squared windows at each pixel (1 inside the frame, by the
-    window's design; less at its edges, which fewer blocks cover), as an inverse STFT does."""
+    latent frame 0 keeps only the last frame of its block."""
 
-    def __init__(self, latent_channels: int, channels: int, tc: int, sc: int, overlap: int = 0):
-        k = sc + 2 * overlap
-        super().__init__(latent_channels, channels, (tc, k, k), stride=(tc, sc, sc), padding=(0, overlap, overlap))
-        self.overlap = overlap
-        window = lapped_window(sc, overlap)
-        self.register_buffer("window", window[:, None] * window[None, :], persistent=False)  # (k, k)
+    def __init__(self, latent_channels: int, channels: int, tc: int, sc: int):
+        super().__init__(latent_channels, channels, (tc, sc, sc), stride=(tc, sc, sc))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:  # (B, C_z, T, h, w)
         first = not (self.streaming and self.cache)
         if self.streaming:
             self.cache = True
-        if not self.overlap:
-            x = super().forward(z)  # (B, 3, tc*T, s*h, s*w)
-        else:
-            x = F.conv_transpose3d(z, self.weight * self.window, None, self.stride, self.padding)  # (B, 3, tc*T, s*h, s*w)
-            ones = z.new_ones(1, 1, 1, *z.shape[-2:])
-            energy = F.conv_transpose3d(ones, self.window.square()[None, None, None], None, (1, *self.stride[1:]),
-                                        self.padding)  # (1, 1, 1, s*h, s*w)
-            x = x / energy + self.bias.view(1, -1, 1, 1, 1)
+        x = super().forward(z)  # (B, 3, tc*T, s*h, s*w)
         return x[:, :, self.kernel_size[0] - 1:] if first else x
 
 
@@ -315,7 +282,7 @@ def _stage_is_3d(temporal_downsample: Sequence[bool]) -> list[bool]:
 
 class Encoder(nn.Module):
     def __init__(self, in_channels, latent_channels, block_out_channels, layers_per_block, patch_size,
-                 temporal_downsample, skeleton_overlap=0):
+                 temporal_downsample):
         super().__init__()
         self.patch_size = patch_size
         widths = list(block_out_channels) + [block_out_channels[-1]]  # the last downsample keeps the width
@@ -331,7 +298,7 @@ class Encoder(nn.Module):
         self.norm_out = RMSNorm(widths[-1])
         self.conv_out = CausalConv3d(widths[-1], 2 * latent_channels, (3, 3, 3))
         tc, sc = 2 ** sum(bool(t) for t in temporal_downsample), patch_size * 2 ** len(block_out_channels)
-        self.patch_proj = CausalPatchConv(in_channels, latent_channels, tc, sc, skeleton_overlap)
+        self.patch_proj = CausalPatchConv(in_channels, latent_channels, tc, sc)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, F, H, W)
         h = space_time_to_channel(x, 1, self.patch_size)  # (B, 3*p*p, F, H/p, W/p)
@@ -349,7 +316,7 @@ class Encoder(nn.Module):
 
 class Decoder(nn.Module):
     def __init__(self, out_channels, latent_channels, block_out_channels, layers_per_block, patch_size,
-                 temporal_downsample, skeleton_overlap=0):
+                 temporal_downsample):
         super().__init__()
         self.patch_size = patch_size
         widths = list(block_out_channels) + [block_out_channels[-1]]
@@ -365,7 +332,7 @@ class Decoder(nn.Module):
         self.norm_out = RMSNorm(widths[0])
         self.conv_out = CausalConv3d(widths[0], out_channels * patch_size**2, (1, 3, 3))
         tc, sc = 2 ** sum(bool(t) for t in temporal_downsample), patch_size * 2 ** len(block_out_channels)
-        self.patch_proj = CausalPatchDeconv(latent_channels, out_channels, tc, sc, skeleton_overlap)
+        self.patch_proj = CausalPatchDeconv(latent_channels, out_channels, tc, sc)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:  # (B, C_z, 1+k, h, w)
         h = self.conv_in(z)  # (B, C_last, 1+k, h, w)
@@ -397,8 +364,6 @@ class AutoencoderKLSora(ModelMixin, AutoencoderMixin, ConfigMixin):
             temporal compression = 2**sum(temporal_downsample).
         latents_mean / latents_std: per-channel statistics of `latent_dist.mode()` on training data,
             written by `sora-hf train-vae`; the DiT sees `(z - mean) / std`.
-        skeleton_overlap: pixels by which each block of the linear skeleton reaches into its spatial
-            neighbours, under a lapped window (0 .. compression / 2; 0 = disjoint blocks).
     """
 
     _supports_gradient_checkpointing = False
@@ -415,7 +380,6 @@ class AutoencoderKLSora(ModelMixin, AutoencoderMixin, ConfigMixin):
         temporal_downsample: Sequence[bool] = (True, True),
         latents_mean: Optional[Sequence[float]] = None,
         latents_std: Optional[Sequence[float]] = None,
-        skeleton_overlap: int = 0,
     ):
         super().__init__()
         if len(temporal_downsample) != len(block_out_channels):
@@ -424,15 +388,10 @@ class AutoencoderKLSora(ModelMixin, AutoencoderMixin, ConfigMixin):
         for name, stats in (("latents_mean", latents_mean), ("latents_std", latents_std)):
             if stats is not None and len(stats) != latent_channels:
                 raise ValueError(f"{name} has {len(stats)} entries; latent_channels={latent_channels} needs as many")
-        spatial = patch_size * 2 ** len(block_out_channels)
-        if not isinstance(skeleton_overlap, int) or not 0 <= skeleton_overlap <= spatial // 2:
-            raise ValueError(f"skeleton_overlap={skeleton_overlap!r} must be an integer in 0 .. {spatial // 2} "
-                             f"(half the spatial compression {spatial})")
-        args = (latent_channels, block_out_channels, layers_per_block, patch_size, temporal_downsample,
-                skeleton_overlap)
+        args = (latent_channels, block_out_channels, layers_per_block, patch_size, temporal_downsample)
         self.encoder = Encoder(in_channels, *args)
         self.decoder = Decoder(out_channels, *args)
-        self.spatial_compression_ratio = spatial
+        self.spatial_compression_ratio = patch_size * 2 ** len(block_out_channels)
         self.temporal_compression_ratio = 2 ** sum(bool(t) for t in temporal_downsample)
 
         # memory savers (AutoencoderMixin.enable_tiling / enable_slicing switch these)
@@ -465,17 +424,16 @@ class AutoencoderKLSora(ModelMixin, AutoencoderMixin, ConfigMixin):
     @torch.no_grad()
     def init_skeleton_from_pca(self, videos: Sequence[torch.Tensor]) -> float:
         """Set the linear skeleton (encoder/decoder `patch_proj`) to the PCA of the pixel blocks of `videos`
-        ((B, 3, 1+4k, H, W) each, in [-1, 1]), windowed as the skeleton reads them: the best linear autoencoder
-        of that data (for disjoint blocks), which the convolutional paths then refine. Returns the fraction of
-        the (windowed) block variance the latents keep."""
+        ((B, 3, 1+4k, H, W) each, in [-1, 1]): the best linear autoencoder of that data, which the
+        convolutional paths then refine. Returns the fraction of the block variance the latents keep."""
         enc, dec = self.encoder.patch_proj, self.decoder.patch_proj
-        tc, kernel, s, o, k = enc.kernel_size[0], enc.kernel_size[1], enc.stride[1], enc.overlap, enc.out_channels
+        tc, s, k = enc.kernel_size[0], enc.kernel_size[1], enc.out_channels
         rows = []
         for x in videos:
             x = torch.cat([x[:, :, :1].expand(-1, -1, tc - 1, -1, -1), x], dim=2)  # (B, 3, tc*(1+k), H, W)
-            x = F.pad(x, (o, o, o, o, 0, 0), mode="replicate")  # as CausalPatchConv reads it
-            x = x.unfold(2, tc, tc).unfold(3, kernel, s).unfold(4, kernel, s) * enc.window  # (B, C, T', H', W', tc, K, K)
-            rows.append(x.permute(0, 2, 3, 4, 1, 5, 6, 7).flatten(4).flatten(0, 3))  # (B*T'*H'*W', C*tc*K*K)
+            B, C, T, H, W = x.shape
+            x = x.reshape(B, C, T // tc, tc, H // s, s, W // s, s)  # (B, C, T', tc, H', s, W', s)
+            rows.append(x.permute(0, 2, 4, 6, 1, 3, 5, 7).reshape(-1, C * tc * s * s))  # (B*T'*H'*W', C*tc*s*s)
         blocks = torch.cat(rows).double()
         mean = blocks.mean(0)  # (D,)
         centred = blocks - mean
@@ -484,9 +442,7 @@ class AutoencoderKLSora(ModelMixin, AutoencoderMixin, ConfigMixin):
         enc.weight.copy_(top.T.reshape(enc.weight.shape))
         enc.bias.copy_(-(mean @ top))
         dec.weight.copy_(top.T.reshape(dec.weight.shape))
-        # the mean windowed block is ~ window * (mean pixel): its least-squares pixel value, per channel
-        window = enc.window.double().expand(tc, -1, -1).flatten()  # (tc*K*K,)
-        dec.bias.copy_(mean.reshape(dec.out_channels, -1) @ window / window.square().sum())
+        dec.bias.copy_(mean.reshape(dec.out_channels, -1).mean(1))  # the mean block, per channel
         return float(eigenvalues[-k:].sum() / eigenvalues.sum())
 
     @classmethod
