@@ -277,9 +277,6 @@ class SoraTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Attentio
         out_channels: Optional[int] = None,  # defaults to in_channels (velocity has the latent's shape)
         patch_size: int = 2,  # spatial patch side, in latent pixels
         patch_size_t: int = 1,  # temporal patch length, in latent frames
-        # latent pixels by which a token's spatial window reaches into each neighbour: it reads its patch with
-        # that border, and its output is added onto the neighbours' where they overlap (0: its own patch only)
-        patch_overlap: int = 0,
         hidden_size: int = 384,
         num_layers: int = 8,
         num_attention_heads: int = 6,
@@ -294,8 +291,8 @@ class SoraTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Attentio
         if hidden_size % num_attention_heads:
             raise ValueError(f"hidden_size={hidden_size} must be divisible by num_attention_heads={num_attention_heads}")
         self.out_channels = out_channels or in_channels
-        window = patch_size + 2 * patch_overlap
-        self.patch_embed = nn.Linear(in_channels * patch_size_t * window * window, hidden_size)
+        patch_dim = in_channels * patch_size_t * patch_size * patch_size
+        self.patch_embed = nn.Linear(patch_dim, hidden_size)
         self.time_proj = Timesteps(timestep_freq_dim, flip_sin_to_cos=True, downscale_freq_shift=0)
         self.time_embed = TimestepEmbedding(timestep_freq_dim, hidden_size)
         self.pooled_embed = nn.Sequential(nn.Linear(pooled_embed_dim, hidden_size), nn.SiLU(),
@@ -306,7 +303,7 @@ class SoraTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Attentio
             [SoraTransformerBlock(hidden_size, num_attention_heads, mlp_ratio) for _ in range(num_layers)])
         self.norm_out = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
         self.adaLN_out = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size))
-        self.proj_out = nn.Linear(hidden_size, self.out_channels * patch_size_t * window * window)
+        self.proj_out = nn.Linear(hidden_size, self.out_channels * patch_size_t * patch_size * patch_size)
         self.gradient_checkpointing = False
         self.apply(_init_weights)
         _zero_init_outputs(self)
@@ -323,34 +320,22 @@ class SoraTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Attentio
                              f"({c.patch_size_t}, {c.patch_size}, {c.patch_size})")
 
     def patchify(self, latents: torch.Tensor) -> torch.Tensor:
-        """(B, C, F, H, W) -> (B, F/pt * H/p * W/p, C * pt * k * k) in t-major order; k = p + 2 * patch_overlap
-        (the window of each patch, zero beyond the frame)."""
+        """(B, C, F, H, W) -> (B, F/pt * H/p * W/p, C * pt * p * p) in t-major order."""
         c = self.config
         B, C, Fr, H, W = latents.shape
-        pt, p, o = c.patch_size_t, c.patch_size, c.patch_overlap
-        if o:
-            x = latents.reshape(B, C, Fr // pt, pt, H, W).permute(0, 2, 1, 3, 4, 5)  # (B, F', C, pt, H, W)
-            x = F.unfold(x.reshape(-1, C * pt, H, W), p + 2 * o, padding=o, stride=p)  # (B*F', C*pt*k*k, H'*W')
-            x = x.reshape(B, Fr // pt, -1, (H // p) * (W // p)).transpose(2, 3)  # (B, F', H'*W', C*pt*k*k)
-            return x.reshape(B, (Fr // pt) * (H // p) * (W // p), -1)
+        pt, p = c.patch_size_t, c.patch_size
         x = latents.reshape(B, C, Fr // pt, pt, H // p, p, W // p, p)
         x = x.permute(0, 2, 4, 6, 1, 3, 5, 7)  # (B, F', H', W', C, pt, p, p)
         return x.reshape(B, (Fr // pt) * (H // p) * (W // p), C * pt * p * p)
 
     def unpatchify(self, tokens: torch.Tensor, frames: int, height: int, width: int) -> torch.Tensor:
-        """(B, N, C_out * pt * k * k) -> (B, C_out, F, H, W) for latent size (frames, height, width); with
-        patch_overlap, overlapping windows are added (the transpose of `patchify`)."""
+        """(B, N, C_out * pt * p * p) -> (B, C_out, F, H, W) for latent size (frames, height, width)."""
         c = self.config
-        pt, p, o = c.patch_size_t, c.patch_size, c.patch_overlap
-        B, C = tokens.shape[0], self.out_channels
-        if o:
-            x = tokens.reshape(B * frames // pt, (height // p) * (width // p), -1).transpose(1, 2)  # (B*F', C*pt*k*k, H'*W')
-            x = F.fold(x, (height, width), p + 2 * o, padding=o, stride=p)  # (B*F', C*pt, H, W)
-            x = x.reshape(B, frames // pt, C, pt, height, width).permute(0, 2, 1, 3, 4, 5)  # (B, C, F', pt, H, W)
-            return x.reshape(B, C, frames, height, width)
-        x = tokens.reshape(B, frames // pt, height // p, width // p, C, pt, p, p)
+        pt, p = c.patch_size_t, c.patch_size
+        B = tokens.shape[0]
+        x = tokens.reshape(B, frames // pt, height // p, width // p, self.out_channels, pt, p, p)
         x = x.permute(0, 4, 1, 5, 2, 6, 3, 7)  # (B, C, F', pt, H', p, W', p)
-        return x.reshape(B, C, frames, height, width)
+        return x.reshape(B, self.out_channels, frames, height, width)
 
     def frame_conditioning(self, timestep: torch.Tensor, pooled: torch.Tensor, frame_segment_ids: torch.Tensor):
         """timestep (B, F') in [0, 1000]; pooled (B, S, P); frame_segment_ids (B, F') -> (B, F', D)."""
@@ -370,9 +355,6 @@ class SoraTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Attentio
         Finer patches give more tokens per frame (4x from 2 to 1), so a small object spans several tokens
         instead of sitting inside one."""
         old = self.config.patch_size
-        if self.config.patch_overlap:
-            raise ValueError(f"with_patch_size: patch_overlap={self.config.patch_overlap}; only models whose "
-                             "patches do not overlap can be refined")
         if patch_size < 1 or old % patch_size:
             raise ValueError(f"patch_size={patch_size} must divide the current patch_size={old}")
         # as a keyword: from_config skips the keys a model was built with by default, a dict entry included
