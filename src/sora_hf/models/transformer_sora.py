@@ -286,13 +286,8 @@ class SoraTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Attentio
         timestep_freq_dim: int = 256,
         rope_theta: float = 10000.0,
         max_tokens_per_row: int = 2048,  # Patch n' Pack row length
-        # what the network's last layer predicts: "velocity", or "sample", the clean latent x0, turned into the
-        # velocity (x_t - x0) / sigma that forward returns either way (x-prediction, Li & He 2025)
-        prediction_type: str = "velocity",
     ):
         super().__init__()
-        if prediction_type not in ("velocity", "sample"):
-            raise ValueError(f"prediction_type={prediction_type!r}; allowed: 'velocity', 'sample'")
         if hidden_size % num_attention_heads:
             raise ValueError(f"hidden_size={hidden_size} must be divisible by num_attention_heads={num_attention_heads}")
         self.out_channels = out_channels or in_channels
@@ -341,16 +336,6 @@ class SoraTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Attentio
         x = tokens.reshape(B, frames // pt, height // p, width // p, self.out_channels, pt, p, p)
         x = x.permute(0, 4, 1, 5, 2, 6, 3, 7)  # (B, C, F', pt, H', p, W', p)
         return x.reshape(B, self.out_channels, frames, height, width)
-
-    SIGMA_MIN = 0.05  # x-prediction: the velocity divides by sigma, at least this (JiT's clip)
-
-    def as_velocity(self, prediction: torch.Tensor, noisy: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
-        """The network's output (B, C, F, H, W) as a flow-matching velocity: itself, or for x-prediction
-        (x_t - x0) / sigma with sigma = timestep / 1000 of each latent frame ((B, F))"""
-        if self.config.prediction_type == "velocity":
-            return prediction
-        sigma = (timestep.to(noisy.dtype) / 1000.0).clamp(min=self.SIGMA_MIN)[:, None, :, None, None]  # (B, 1, F, 1, 1)
-        return (noisy - prediction) / sigma
 
     def frame_conditioning(self, timestep: torch.Tensor, pooled: torch.Tensor, frame_segment_ids: torch.Tensor):
         """timestep (B, F') in [0, 1000]; pooled (B, S, P); frame_segment_ids (B, F') -> (B, F', D)."""
@@ -498,7 +483,7 @@ class SoraTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Attentio
         layout = TokenLayout(positions, token_frame, None, cross_mask, tokens_per_frame=Hp * Wp)
         frame_cond = self.frame_conditioning(timestep[:, ::pt], pooled, patch_frame_seg)
         out = self._run(self.patchify(hidden_states), frame_cond, encoder_hidden_states, layout)
-        sample = self.as_velocity(self.unpatchify(out, Fr, H, W), hidden_states, timestep)
+        sample = self.unpatchify(out, Fr, H, W)
         return Transformer2DModelOutput(sample=sample) if return_dict else (sample,)
 
     # --- packed forward: NaViT's Patch n' Pack --------------------------------
@@ -535,7 +520,7 @@ class SoraTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Attentio
             Fp, Hp, Wp = Fr // pt, H // p, W // p
             items.append(dict(
                 tokens=self.patchify(z[None])[0], positions=patch_positions(Fp, Hp, Wp, device),
-                frame_timestep=_per_frame(timesteps[i], 1, Fr, f"timesteps[{i}]")[0].to(device),
+                timestep=_per_frame(timesteps[i], 1, Fr, f"timesteps[{i}]")[0, ::pt].to(device),
                 pooled=pooled_projections[i].reshape(-1, c.pooled_embed_dim),
                 text=encoder_hidden_states[i],
                 frame_seg=(torch.zeros(Fr, dtype=torch.long, device=device) if frame_segment_ids is None
@@ -544,15 +529,12 @@ class SoraTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Attentio
                           if text_segment_ids is None else text_segment_ids[i].to(device).long()),
                 shape=(Fr, H, W)))
 
-        for it in items:
-            it["timestep"] = it["frame_timestep"][::pt]
         rows = pack_rows([len(it["tokens"]) for it in items], max_tokens)
         tokens, frame_cond, text, layout, spans = self._pack(items, rows, device)
         out = self._run(tokens, frame_cond, text, layout)  # (R, N, patch)
         results: list[Optional[torch.Tensor]] = [None] * n
         for i, (row, start, length) in spans.items():
-            prediction = self.unpatchify(out[row:row + 1, start:start + length], *items[i]["shape"])
-            results[i] = self.as_velocity(prediction, latents[i][None], items[i]["frame_timestep"][None])[0]
+            results[i] = self.unpatchify(out[row:row + 1, start:start + length], *items[i]["shape"])[0]
         return results
 
     def _pack(self, items, rows, device):

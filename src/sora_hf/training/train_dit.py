@@ -46,8 +46,6 @@ class DiTTrainingConfig:
     # starts from its weights (SoraTransformer3DModel.with_patch_size). Patch 1 on the shipped DiT: within noise,
     # at twice the sampling time (numbers: model card, "What was tried")
     patch_size: int = 0
-    # what a fresh model's last layer predicts (SoraTransformer3DModel.prediction_type): "velocity" or "sample"
-    prediction_type: str = "velocity"
     # start from this saved transformer (e.g. pipelines/sora-tiny/transformer) instead of a fresh preset; its
     # provenance is kept inside the new one, so continued training names every run behind the weights
     init_from: str = ""
@@ -346,7 +344,6 @@ def train(cfg: DiTTrainingConfig, vae_path: str, out_dir: str, resume: bool = Tr
         model.register_to_config(max_tokens_per_row=cfg.max_tokens_per_row)  # the packed forward reads it
     else:
         model = SoraTransformer3DModel(in_channels=vae.config.latent_channels, patch_size=cfg.patch_size or 2,
-                                       prediction_type=cfg.prediction_type,
                                        max_tokens_per_row=cfg.max_tokens_per_row, **PRESETS[cfg.preset])
     pipe = SoraPipeline(transformer=model, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
                         scheduler=scheduler)
