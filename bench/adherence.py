@@ -9,6 +9,9 @@ noisy clip with the right colour only as a speck does not pass). Held-out
 compositions (purple triangle, orange square, green circle), each aspect ratio,
 each object size, and images are reported separately, with confusion tables of
 the shape and motion read against those asked for (which way the misses go).
+Size (small / medium / large) is scored only where the caption names it (the
+long captions do, the short ones do not), with the median radius of the
+generated object over the one asked for.
 Motion is scored on videos only, and every rate carries its 95% (Wilson)
 interval, so two settings can be told apart from noise. For the videos that
 ask for a slide (left, right, up, down) it also reports how fast the object
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -41,7 +45,7 @@ from sora_hf.eval import analyze
 from sora_hf.shapeworld import ASPECT_RATIOS, EVAL_SEED_START, HELD_OUT, render_clip
 from sora_hf.training.common import write_json
 
-ATTRIBUTES = ("colour", "shape", "motion")
+ATTRIBUTES = ("colour", "shape", "motion", "size")
 TARGETS = {"colour": 0.9, "motion": 0.8, "shape": 0.8}
 
 
@@ -87,19 +91,32 @@ def expected_motion(scene, segment: int = 0) -> str:
     return scene.objects[0].motions[segment].kind
 
 
-def score(pick, scene, segment: int = 0) -> dict[str, bool]:
+def names_size(caption: str, scene) -> bool:
+    """Whether the caption asks for the (only) object's size: ShapeWorld's long captions name it, its short ones
+    do not, and a caption that does not ask for a size cannot be followed or missed on it."""
+    return re.search(rf"\b{scene.objects[0].size}\b", caption.lower()) is not None
+
+
+def score(pick, scene, segment: int = 0, caption: str = "") -> dict[str, bool]:
     """The scene has one object, so the clip's (segment's) dominant object, `pick` (see `dominant`), must be
     it: a clip that shows the right colour only as a speck among others does not count. Motion is scored on
-    videos only: one frame always reads "still", so an image would pass it for free."""
+    videos only: one frame always reads "still", so an image would pass it for free. Size is scored where
+    `caption` names it."""
     truth = scene.objects[0]
     start, end = scene.segment_ranges()[segment]
-    attributes = ATTRIBUTES if end - start > 1 else ("colour", "shape")
+    attributes = ["colour", "shape"] + ["motion"] * (end - start > 1) + ["size"] * names_size(caption, scene)
     if pick is None:
         return {a: False for a in attributes}
-    result = {"colour": pick.colour == truth.colours[segment], "shape": pick.shape == truth.shape}
+    asked = {"colour": truth.colours[segment], "shape": truth.shape, "size": truth.size}
+    result = {a: getattr(pick, a) == asked[a] for a in attributes if a != "motion"}
     if "motion" in attributes:
         result["motion"] = pick.motion == expected_motion(scene, segment)
     return result
+
+
+def radius_ratio(pick, scene) -> float:
+    """The picked object's circumradius over the scene object's (the size the caption asks for); nan without one."""
+    return pick.radius / scene.radius(scene.objects[0]) if pick is not None else float("nan")
 
 
 DIRECTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}  # image axes: y grows downward
@@ -124,9 +141,9 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> list[float]:
 
 def rates(attrs: dict[str, list[bool]]) -> dict:
     """attribute -> [bool] => each attribute's success rate, its 95% interval, and the clips scored (n; motion
-    counts videos only)."""
+    counts videos only, size the captions that name it)."""
     return {**{a: float(np.mean(v)) for a, v in attrs.items()}, "n": len(attrs["colour"]),
-            "n_motion": len(attrs.get("motion", [])),
+            "n_motion": len(attrs.get("motion", [])), "n_size": len(attrs.get("size", [])),
             "ci95": {a: wilson_interval(int(np.sum(v)), len(v)) for a, v in attrs.items()}}
 
 
@@ -231,6 +248,7 @@ def main():
     # attribute -> asked for -> read on the generated clip (its dominant object; "none": no object) -> count
     confusion = {a: defaultdict(lambda: defaultdict(int)) for a in ("shape", "motion")}
     speeds = defaultdict(list)  # "true" (the VAE's reconstruction) / "short" / "long" -> [px / frame], sliding videos
+    radii = defaultdict(list)  # "true" / caption kind -> [read radius / asked radius], captions that name the size
     start = time.time()
     plan = image_plan(args.num_scenes) if args.images_only else scene_plan(args.num_scenes)
     for item in tqdm(plan, desc="adherence", unit="scene"):
@@ -238,8 +256,9 @@ def main():
         scene = clip.scene
         held = scene.is_held_out()
         true_pick = dominant(analyze(vae_roundtrip(pipe, clip.frames)))
-        for attribute, ok in score(true_pick, scene).items():
+        for attribute, ok in score(true_pick, scene, caption=clip.captions.long).items():
             ceiling[attribute].append(ok)
+        radii["true"].append(radius_ratio(true_pick, scene))
         asked = expected_motion(scene) if scene.num_frames > 1 else None  # motion is asked of videos only
         if asked in DIRECTIONS:
             speeds["true"].append(travel(true_pick, asked))
@@ -248,7 +267,9 @@ def main():
             frames = pipe(prompt, height=scene.height, width=scene.width, num_frames=scene.num_frames,
                           generator=torch.Generator().manual_seed(item["seed"] % 2**31), **call_defaults).frames[0]
             pick = dominant(analyze(frames))
-            result = score(pick, scene)
+            result = score(pick, scene, caption=prompt)
+            if "size" in result:
+                radii[caption_kind].append(radius_ratio(pick, scene))
             confusion["shape"][scene.objects[0].shape][pick.shape if pick else "none"] += 1
             if asked:
                 confusion["motion"][asked][pick.motion if pick else "none"] += 1
@@ -262,7 +283,7 @@ def main():
                     totals[group][attribute].append(ok)
 
     summary = {group: rates(attrs) for group, attrs in totals.items()}
-    print(f"{'group':22s} {'colour':>8s} {'shape':>8s} {'motion':>8s} {'n':>5s}")
+    print(f"{'group':22s} {' '.join(f'{a:>8s}' for a in ATTRIBUTES)} {'n':>5s}")
     for group, r in sorted(summary.items()):
         print(f"{group:22s} {' '.join(percent(r, a) for a in ATTRIBUTES)} {r['n']:5d}")
     vae_ceiling = rates(ceiling)
@@ -276,12 +297,19 @@ def main():
     if translation["n"]:
         print(f"sliding videos (n={translation['n']}), median px/frame along the asked direction: true clips "
               f"{translation['true']:.2f}, short captions {translation['short']:.2f}, long {translation['long']:.2f}")
+    # nan: no object found (it reads as a miss in the size rate); the median is of the objects found
+    radius = {name: {"median": round(float(np.nanmedian(v)), 3), "n": int(np.sum(~np.isnan(v)))}
+              for name, v in ((name, np.array(v)) for name, v in radii.items()) if (~np.isnan(v)).any()}
+    if radius:
+        print("radius read / radius asked, median over objects found (captions that name the size; true: the VAE's "
+              "reconstruction of the true clip): " + ", ".join(f"{k} {v['median']:.2f} (n={v['n']})"
+                                                               for k, v in radius.items()))
     result = {"num_scenes": args.num_scenes, "images_only": args.images_only, "model": args.model,
               "seconds": round(time.time() - start, 1),
               "settings": call_defaults | {"shift": pipe.scheduler.shift, "int8": args.int8},
               "vae_ceiling": vae_ceiling,
               "confusion": {a: {truth: dict(row) for truth, row in table.items()} for a, table in confusion.items()},
-              "translation_px_per_frame": translation,
+              "translation_px_per_frame": translation, "radius_over_asked": radius,
               "by_caption": {k: summary[f"{k} seen"] for k in ("short", "long") if f"{k} seen" in summary},
               "held_out": summary.get("held-out"), "groups": summary,
               "targets": {"colour": TARGETS["colour"], "motion": TARGETS["motion"], "shape": TARGETS["shape"]}}
