@@ -7,8 +7,10 @@ settings; the analyzer then reads colour, shape and motion from the pixels.
 Scenes hold one object, so the clip's dominant object is scored against it (a
 noisy clip with the right colour only as a speck does not pass). Held-out
 compositions (purple triangle, orange square, green circle), each aspect ratio,
-each object size, and images are reported separately, with confusion tables of
-the shape and motion read against those asked for (which way the misses go).
+each object size, images, and videos with and without the occluding pole (which
+only the long captions mention, as "a gray pole") are reported separately, with
+confusion tables of the colour, shape and motion read against those asked for
+(which way the misses go).
 Size (small / medium / large) is scored only where the caption names it (the
 long captions do, the short ones do not), with the median radius of the
 generated object over the one asked for.
@@ -246,7 +248,7 @@ def main():
     totals = defaultdict(lambda: defaultdict(list))  # group -> attribute -> [bool]
     ceiling = defaultdict(list)  # attribute -> [bool], the analyzer on VAE reconstructions of the true clips
     # attribute -> asked for -> read on the generated clip (its dominant object; "none": no object) -> count
-    confusion = {a: defaultdict(lambda: defaultdict(int)) for a in ("shape", "motion")}
+    confusion = {a: defaultdict(lambda: defaultdict(int)) for a in ("colour", "shape", "motion")}
     speeds = defaultdict(list)  # "true" (the VAE's reconstruction) / "short" / "long" -> [px / frame], sliding videos
     radii = defaultdict(list)  # "true" / caption kind -> [read radius / asked radius], captions that name the size
     start = time.time()
@@ -270,6 +272,7 @@ def main():
             result = score(pick, scene, caption=prompt)
             if "size" in result:
                 radii[caption_kind].append(radius_ratio(pick, scene))
+            confusion["colour"][scene.objects[0].colours[0]][pick.colour if pick else "none"] += 1
             confusion["shape"][scene.objects[0].shape][pick.shape if pick else "none"] += 1
             if asked:
                 confusion["motion"][asked][pick.motion if pick else "none"] += 1
@@ -277,17 +280,19 @@ def main():
                 speeds[caption_kind].append(travel(pick, asked))
             groups = [caption_kind, f"{caption_kind} {'held-out' if held else 'seen'}", f"ratio {item['ratio']}",
                       "image" if scene.num_frames == 1 else "video", f"size {scene.objects[0].size}",
+                      *([f"{caption_kind} video {'with' if scene.occluder_x is not None else 'without'} pole"]
+                        if scene.num_frames > 1 else []),
                       *(["held-out"] if held else [])]
             for group in groups:
                 for attribute, ok in result.items():
                     totals[group][attribute].append(ok)
 
     summary = {group: rates(attrs) for group, attrs in totals.items()}
-    print(f"{'group':22s} {' '.join(f'{a:>8s}' for a in ATTRIBUTES)} {'n':>5s}")
+    print(f"{'group':26s} {' '.join(f'{a:>8s}' for a in ATTRIBUTES)} {'n':>5s}")
     for group, r in sorted(summary.items()):
-        print(f"{group:22s} {' '.join(percent(r, a) for a in ATTRIBUTES)} {r['n']:5d}")
+        print(f"{group:26s} {' '.join(percent(r, a) for a in ATTRIBUTES)} {r['n']:5d}")
     vae_ceiling = rates(ceiling)
-    print(f"{'VAE reconstruction':22s} {' '.join(percent(vae_ceiling, a) for a in ATTRIBUTES)} "
+    print(f"{'VAE reconstruction':26s} {' '.join(percent(vae_ceiling, a) for a in ATTRIBUTES)} "
           f"{vae_ceiling['n']:5d}  (the true clips through the VAE: the ceiling)")
     for attribute, table in confusion.items():
         if table:  # images ask for no motion
