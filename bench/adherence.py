@@ -24,7 +24,10 @@ sampler settings; `--images-only` scores images alone (a model trained on them).
 
 The same scoring of the pipeline VAE's reconstruction of each true clip gives
 the ceiling: what a perfect DiT could reach through this VAE, so a shortfall is
-put on the right model.
+put on the right model. Beside the summary (`--out`) it writes one record per
+generated clip (`--records`, JSON lines: the scene, what was asked, what the
+analyzer read, every object it found), so a later question about the misses is
+answered from the run instead of a new one.
 
     python bench/adherence.py --model pipelines/sora-tiny --num-scenes 300
 """
@@ -32,6 +35,7 @@ put on the right model.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import re
 import time
@@ -114,6 +118,23 @@ def score(pick, scene, segment: int = 0, caption: str = "") -> dict[str, bool]:
     if "motion" in attributes:
         result["motion"] = pick.motion == expected_motion(scene, segment)
     return result
+
+
+def clip_record(item: dict, scene, caption_kind: str, prompt: str, analysis, pick, result: dict) -> dict:
+    """One generated clip: its scene, what it asked for (motion: videos only), what the analyzer read, and the
+    objects it found."""
+    truth = scene.objects[0]
+    read = None if pick is None else {"colour": pick.colour, "shape": pick.shape, "motion": pick.motion,
+                                      "size": pick.size, "radius": round(float(pick.radius), 2)}
+    return {"seed": item["seed"], "ratio": item["ratio"], "num_frames": scene.num_frames, "caption": caption_kind,
+            "prompt": prompt, "background": scene.background, "pole": scene.occluder_x is not None,
+            "held_out": scene.is_held_out(),
+            "asked": {"colour": truth.colours[0], "shape": truth.shape,
+                      "motion": expected_motion(scene) if scene.num_frames > 1 else None,
+                      "size": truth.size, "radius": round(float(scene.radius(truth)), 2)},
+            "read": read, "ok": result,
+            "objects": [{"colour": o.colour, "shape": o.shape, "area": round(float(o.mean_area), 1)}
+                        for o in analysis.objects]}
 
 
 def radius_ratio(pick, scene) -> float:
@@ -232,6 +253,8 @@ def main():
                         "or storyboards), e.g. for a model trained on images")
     parser.add_argument("--int8", action="store_true", help="the DiT's blocks in int8 (quantize_int8)")
     parser.add_argument("--out", default="bench/results/adherence.json")
+    parser.add_argument("--records", default=None,
+                        help="one JSON line per generated clip; default: beside --out, as <name>_clips.jsonl")
     args = parser.parse_args()
     if args.images_only:  # image->video and storyboards are videos
         args.i2v_scenes = args.storyboard_scenes = 0
@@ -251,12 +274,13 @@ def main():
     confusion = {a: defaultdict(lambda: defaultdict(int)) for a in ("colour", "shape", "motion")}
     speeds = defaultdict(list)  # "true" (the VAE's reconstruction) / "short" / "long" -> [px / frame], sliding videos
     radii = defaultdict(list)  # "true" / caption kind -> [read radius / asked radius], captions that name the size
+    records = []  # one per generated clip (clip_record)
     start = time.time()
     plan = image_plan(args.num_scenes) if args.images_only else scene_plan(args.num_scenes)
     for item in tqdm(plan, desc="adherence", unit="scene"):
         clip = render_clip(item["seed"], "eval", **item["kwargs"])
         scene = clip.scene
-        held = scene.is_held_out()
+        held, pole = scene.is_held_out(), scene.occluder_x is not None
         true_pick = dominant(analyze(vae_roundtrip(pipe, clip.frames)))
         for attribute, ok in score(true_pick, scene, caption=clip.captions.long).items():
             ceiling[attribute].append(ok)
@@ -268,8 +292,10 @@ def main():
             prompt = getattr(clip.captions, caption_kind)
             frames = pipe(prompt, height=scene.height, width=scene.width, num_frames=scene.num_frames,
                           generator=torch.Generator().manual_seed(item["seed"] % 2**31), **call_defaults).frames[0]
-            pick = dominant(analyze(frames))
+            analysis = analyze(frames)
+            pick = dominant(analysis)
             result = score(pick, scene, caption=prompt)
+            records.append(clip_record(item, scene, caption_kind, prompt, analysis, pick, result))
             if "size" in result:
                 radii[caption_kind].append(radius_ratio(pick, scene))
             confusion["colour"][scene.objects[0].colours[0]][pick.colour if pick else "none"] += 1
@@ -280,8 +306,7 @@ def main():
                 speeds[caption_kind].append(travel(pick, asked))
             groups = [caption_kind, f"{caption_kind} {'held-out' if held else 'seen'}", f"ratio {item['ratio']}",
                       "image" if scene.num_frames == 1 else "video", f"size {scene.objects[0].size}",
-                      *([f"{caption_kind} video {'with' if scene.occluder_x is not None else 'without'} pole"]
-                        if scene.num_frames > 1 else []),
+                      *([f"{caption_kind} video {'with' if pole else 'without'} pole"] if scene.num_frames > 1 else []),
                       *(["held-out"] if held else [])]
             for group in groups:
                 for attribute, ok in result.items():
@@ -302,9 +327,11 @@ def main():
     if translation["n"]:
         print(f"sliding videos (n={translation['n']}), median px/frame along the asked direction: true clips "
               f"{translation['true']:.2f}, short captions {translation['short']:.2f}, long {translation['long']:.2f}")
-    # nan: no object found (it reads as a miss in the size rate); the median is of the objects found
-    radius = {name: {"median": round(float(np.nanmedian(v)), 3), "n": int(np.sum(~np.isnan(v)))}
-              for name, v in ((name, np.array(v)) for name, v in radii.items()) if (~np.isnan(v)).any()}
+    radius = {}  # the median is of the objects found (nan: none, which the size rate counts as a miss)
+    for name, values in radii.items():
+        found = np.array(values)[~np.isnan(values)]
+        if found.size:
+            radius[name] = {"median": round(float(np.median(found)), 3), "n": int(found.size)}
     if radius:
         print("radius read / radius asked, median over objects found (captions that name the size; true: the VAE's "
               "reconstruction of the true clip): " + ", ".join(f"{k} {v['median']:.2f} (n={v['n']})"
@@ -335,7 +362,11 @@ def main():
         for seg, r in result["storyboard"].items():
             print(f"storyboard {seg}: colour {100 * r['colour']:.1f}%, shape {100 * r['shape']:.1f}%, "
                   f"motion {100 * r['motion']:.1f}% (n={r['n']})")
-    write_json(Path(args.out), result)
+    out = Path(args.out)
+    write_json(out, result)
+    records_path = Path(args.records) if args.records else out.with_name(f"{out.stem}_clips.jsonl")
+    records_path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    print(f"wrote {out} and {records_path} ({len(records)} clips)")
 
 
 if __name__ == "__main__":
