@@ -120,19 +120,23 @@ def score(pick, scene, segment: int = 0, caption: str = "") -> dict[str, bool]:
     return result
 
 
-def clip_record(item: dict, scene, caption_kind: str, prompt: str, analysis, pick, result: dict) -> dict:
-    """One generated clip: its scene, what it asked for (motion: videos only), what the analyzer read, and the
-    objects it found."""
+def scene_record(item: dict, scene) -> dict:
+    """What an evaluation scene is and asks for (motion: videos only), read once for both of its captions."""
     truth = scene.objects[0]
-    read = None if pick is None else {"colour": pick.colour, "shape": pick.shape, "motion": pick.motion,
-                                      "size": pick.size, "radius": round(float(pick.radius), 2)}
-    return {"seed": item["seed"], "ratio": item["ratio"], "num_frames": scene.num_frames, "caption": caption_kind,
-            "prompt": prompt, "background": scene.background, "pole": scene.occluder_x is not None,
-            "held_out": scene.is_held_out(),
+    return {"seed": item["seed"], "ratio": item["ratio"], "num_frames": scene.num_frames,
+            "background": scene.background, "pole": scene.occluder_x is not None, "held_out": scene.is_held_out(),
             "asked": {"colour": truth.colours[0], "shape": truth.shape,
                       "motion": expected_motion(scene) if scene.num_frames > 1 else None,
-                      "size": truth.size, "radius": round(float(scene.radius(truth)), 2)},
-            "read": read, "ok": result,
+                      "size": truth.size, "radius": round(float(scene.radius(truth)), 2)}}
+
+
+def clip_record(info: dict, caption_kind: str, prompt: str, analysis, pick, result: dict) -> dict:
+    """One generated clip: its scene (`scene_record`), its caption, what the analyzer read, and the objects found."""
+    read = None if pick is None else {"colour": pick.colour, "shape": pick.shape, "motion": pick.motion,
+                                      "size": pick.size, "radius": round(float(pick.radius), 2)}
+    return {"seed": info["seed"], "ratio": info["ratio"], "num_frames": info["num_frames"], "caption": caption_kind,
+            "prompt": prompt, "background": info["background"], "pole": info["pole"], "held_out": info["held_out"],
+            "asked": info["asked"], "read": read, "ok": result,
             "objects": [{"colour": o.colour, "shape": o.shape, "area": round(float(o.mean_area), 1)}
                         for o in analysis.objects]}
 
@@ -280,12 +284,12 @@ def main():
     for item in tqdm(plan, desc="adherence", unit="scene"):
         clip = render_clip(item["seed"], "eval", **item["kwargs"])
         scene = clip.scene
-        held, pole = scene.is_held_out(), scene.occluder_x is not None
+        info = scene_record(item, scene)
+        held, pole, asked = info["held_out"], info["pole"], info["asked"]["motion"]  # motion: asked of videos only
         true_pick = dominant(analyze(vae_roundtrip(pipe, clip.frames)))
         for attribute, ok in score(true_pick, scene, caption=clip.captions.long).items():
             ceiling[attribute].append(ok)
         radii["true"].append(radius_ratio(true_pick, scene))
-        asked = expected_motion(scene) if scene.num_frames > 1 else None  # motion is asked of videos only
         if asked in DIRECTIONS:
             speeds["true"].append(travel(true_pick, asked))
         for caption_kind in ("short", "long"):
@@ -295,17 +299,16 @@ def main():
             analysis = analyze(frames)
             pick = dominant(analysis)
             result = score(pick, scene, caption=prompt)
-            records.append(clip_record(item, scene, caption_kind, prompt, analysis, pick, result))
+            records.append(clip_record(info, caption_kind, prompt, analysis, pick, result))
             if "size" in result:
                 radii[caption_kind].append(radius_ratio(pick, scene))
-            confusion["colour"][scene.objects[0].colours[0]][pick.colour if pick else "none"] += 1
-            confusion["shape"][scene.objects[0].shape][pick.shape if pick else "none"] += 1
-            if asked:
-                confusion["motion"][asked][pick.motion if pick else "none"] += 1
+            for attribute, table in confusion.items():
+                if info["asked"][attribute] is not None:  # images ask for no motion
+                    table[info["asked"][attribute]][getattr(pick, attribute) if pick else "none"] += 1
             if asked in DIRECTIONS:
                 speeds[caption_kind].append(travel(pick, asked))
             groups = [caption_kind, f"{caption_kind} {'held-out' if held else 'seen'}", f"ratio {item['ratio']}",
-                      "image" if scene.num_frames == 1 else "video", f"size {scene.objects[0].size}",
+                      "image" if scene.num_frames == 1 else "video", f"size {info['asked']['size']}",
                       *([f"{caption_kind} video {'with' if pole else 'without'} pole"] if scene.num_frames > 1 else []),
                       *(["held-out"] if held else [])]
             for group in groups:
