@@ -237,26 +237,6 @@ def test_channel_weights_turn_the_loss_into_raw_latent_mse():
     assert loss(errors[0], None) == loss(errors[1], None)
 
 
-
-def test_temporal_loss_weighs_errors_that_change_between_frames():
-    target = torch.zeros(4, 3, 2, 2)
-    constant = torch.ones(4, 3, 2, 2)  # the same error in every latent frame (a wrong colour, say)
-    flicker = torch.ones(4, 3, 2, 2)
-    flicker[:, 1] = -1.0  # as large an error, but its sign changes from frame to frame (an outline that flickers)
-
-    def loss(prediction, weight, frame_weights=(1.0, 1.0, 1.0)):
-        batch = dict(targets=[target], weights=[torch.tensor(frame_weights)])
-        return flow_matching_loss([prediction], batch, None, weight).item()
-
-    assert loss(constant, 0.0) == loss(flicker, 0.0) == 1.0  # the plain loss cannot tell them apart
-    assert loss(constant, 1.0) == 1.0  # no change between frames: no extra loss
-    assert loss(flicker, 1.0) == pytest.approx(1.0 + 4.0)  # each frame-to-frame change is 2, squared 4
-    # a given (clean) frame has no velocity target: its pairs drop out of the temporal term as from the plain one
-    assert loss(flicker, 1.0, (0.0, 1.0, 1.0)) == pytest.approx(1.0 + 4.0)
-    assert loss(flicker, 1.0, (1.0, 0.0, 1.0)) == pytest.approx(1.0)  # no pair of noisy neighbours left
-    image = flow_matching_loss([flicker[:, :1]], dict(targets=[target[:, :1]], weights=[torch.ones(1)]), None, 1.0)
-    assert image.item() == 1.0  # a one-frame latent (an image) has no pairs
-
 def dataclass_replace(cfg, **changes):
     import dataclasses
 

@@ -76,12 +76,6 @@ class DiTTrainingConfig:
     # shipped DiT: cleaner backgrounds and colour, lower shape and motion, which live partly in the small channels;
     # 0.5 between (numbers: model card, "What was tried")
     channel_weight_power: float = 0.0
-    # > 0: add this weight times the squared error of the velocity's change from one latent frame to the next
-    # (`flow_matching_loss`). The optimum is still the conditional mean, but errors that change from frame to frame
-    # (an outline that flickers, an object that fails to move) weigh up to 1 + 4x as much as errors constant in
-    # time (colour, background), which dominate the plain loss (after VideoJAM, Chekroun et al. 2025: appearance
-    # crowds out motion in the denoising objective)
-    temporal_loss_weight: float = 0.0
     text_dropout: float = 0.1
     condition_fraction: float = 0.3  # clips with clean / low-noise frames
     long_caption_fraction: float = 0.5  # else the short caption
@@ -297,22 +291,16 @@ def channel_loss_weights(latents_std, power: float, device=None) -> Optional[tor
 
 
 def flow_matching_loss(predictions: list[torch.Tensor], batch: dict,
-                       channel_weights: Optional[torch.Tensor] = None, temporal_weight: float = 0.0) -> torch.Tensor:
+                       channel_weights: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Mean squared velocity error over the frames that carry noise, averaged per clip; channel_weights (C,)
-    weigh the latent channels (`channel_loss_weights`); temporal_weight adds that times the mean squared change of
-    the error between consecutive latent frames that both carry noise."""
+    weigh the latent channels (`channel_loss_weights`)."""
     losses = []
     for pred, target, w in zip(predictions, batch["targets"], batch["weights"]):
-        error = pred - target  # (C, F', H', W')
+        squared = (pred - target).square()  # (C, F', H', W')
         if channel_weights is not None:
-            error = error * channel_weights.sqrt().view(-1, 1, 1, 1)
-        per_frame = error.square().mean(dim=(0, 2, 3))  # (F',)
-        loss = (per_frame * w).sum() / w.sum().clamp(min=1)
-        if temporal_weight > 0 and error.shape[1] > 1:
-            pair_w = w[1:] * w[:-1]  # (F'-1,) pairs of frames that both carry noise
-            per_pair = (error[:, 1:] - error[:, :-1]).square().mean(dim=(0, 2, 3))  # (F'-1,)
-            loss = loss + temporal_weight * (per_pair * pair_w).sum() / pair_w.sum().clamp(min=1)
-        losses.append(loss)
+            squared = squared * channel_weights.view(-1, 1, 1, 1)
+        per_frame = squared.mean(dim=(0, 2, 3))  # (F',)
+        losses.append((per_frame * w).sum() / w.sum().clamp(min=1))
     return torch.stack(losses).mean()
 
 
@@ -416,7 +404,7 @@ def train(cfg: DiTTrainingConfig, vae_path: str, out_dir: str, resume: bool = Tr
         batch = maker.make(next(batches))
         out_packed = model(batch["latents"], batch["timesteps"], batch["tokens"], None, batch["pooled"],
                            batch["frame_seg"], batch["text_seg"]).sample
-        loss = flow_matching_loss(out_packed, batch, channel_weights, cfg.temporal_loss_weight)
+        loss = flow_matching_loss(out_packed, batch, channel_weights)
         accelerator.backward(loss)
         grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
