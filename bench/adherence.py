@@ -27,7 +27,8 @@ the ceiling: what a perfect DiT could reach through this VAE, so a shortfall is
 put on the right model. Beside the summary (`--out`) it writes one record per
 generated clip (`--records`, JSON lines: the scene, what was asked, what the
 analyzer read, every object it found), so a later question about the misses is
-answered from the run instead of a new one.
+answered from the run instead of a new one, and two runs over the same scenes
+are compared clip by clip (`bench/adherence_compare.py`: gained, lost, McNemar).
 
     python bench/adherence.py --model pipelines/sora-tiny --num-scenes 300
 """
