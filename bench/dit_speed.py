@@ -13,7 +13,9 @@ full step it times our linear layers alone on the same inputs: the matmuls
 that any model of this width, depth and token count does, i.e. the floor
 that trimming everything else could reach in float32; and ours with the
 blocks in int8 (`quantize_int8`, the CPU inference option; the peers stay
-float32, so that ratio is the option's, not the architecture's).
+float32, so that ratio is the option's, not the architecture's). `--compile`
+also times all three under torch.compile (inductor, with weights frozen into
+the graph, as for inference), each against the others compiled.
 """
 
 import argparse
@@ -94,6 +96,30 @@ def step_latency(preset: str, latent: tuple, batch: int, repeats: int) -> dict:
     return results
 
 
+def compiled_step_latency(preset: str, latent: tuple, batch: int, repeats: int) -> dict:
+    """The three models under torch.compile (inductor, freezing: weights folded into the graph as constants,
+    which lets it pre-pack them for the CPU's matmul kernels), on the inputs of `step_latency`; ours is given
+    the pooled text as the pipeline gives it."""
+    import torch._inductor.config
+
+    C, F, H, W = latent
+    models = build_models(preset, C)
+    ours, wan, ltx = (torch.compile(m, fullgraph=m is models[0]) for m in models)
+    x = torch.randn(batch, C, F, H, W)
+    text = torch.randn(batch, TEXT_TOKENS, 384)
+    mask = torch.ones(batch, TEXT_TOKENS, dtype=torch.long)
+    t_frames, t = torch.full((batch, F), 500.0), torch.full((batch,), 500.0)
+    tokens = models[0].patchify(x)
+    fns = {"ours": lambda: ours(x, t_frames, text, mask, text.mean(1)), "wan": lambda: wan(x, t, text),
+           "ltx": lambda: ltx(tokens, text, t, mask, num_frames=F, height=H // 2, width=W // 2)}
+    with torch.no_grad(), torch._inductor.config.patch(freezing=True):
+        for fn in fns.values():
+            fn()  # compiles
+    results = timed(fns, repeats)
+    results["ratio_vs_faster_peer"] = results["ours"] / min(results["wan"], results["ltx"])
+    return results
+
+
 def linear_calls(model: nn.Module, inputs: tuple) -> list:
     """(input, weight, bias) of every nn.Linear call in one forward, inputs replaced by random ones of their shape."""
     calls = []
@@ -137,6 +163,7 @@ def main():
     parser.add_argument("--preset", default="sora-tiny", choices=sorted(PRESETS))
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--latent-channels", type=int, default=16, help="the shipped VAE's latent channels")
+    parser.add_argument("--compile", action="store_true", help="also time all three under torch.compile")
     parser.add_argument("--out", default="bench/results/dit_speed.json")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -152,6 +179,10 @@ def main():
               f"{r['wan'] * 1e3:9.1f} {r['ltx'] * 1e3:9.1f} {r['ratio_vs_faster_peer']:11.2f}x "
               f"{r['fused_ratio_vs_faster_peer']:12.2f}x {r['linears_only_ratio_vs_faster_peer']:14.2f}x "
               f"{r['int8_ratio_vs_faster_peer']:11.2f}x  (target <= {TARGET_RATIO})")
+        if args.compile:
+            c = r["compiled"] = compiled_step_latency(args.preset, latent, batch, args.repeats)
+            print(f"{'  compiled':30s} {c['ours'] * 1e3:9.1f} {'':9s} {'':9s} {c['wan'] * 1e3:9.1f} {c['ltx'] * 1e3:9.1f} "
+                  f"{c['ratio_vs_faster_peer']:11.2f}x")
     pack = packed_vs_padded(args.preset, C, max(5, args.repeats // 4))
     results["packing"] = pack
     print(f"mixed batch, {pack['real_tokens']} real tokens: packed {pack['packed_tokens_per_s']:.0f} tok/s, "

@@ -136,6 +136,25 @@ def test_fused_qkv_projections_give_the_same_output():
         assert not torch.allclose(model(x, t, tokens).sample, out)
 
 
+
+def test_compiles_as_one_graph_without_recompiling():
+    """torch.compile(fullgraph=True), as diffusers tests its models: no branch on tensor values in the dense
+    forward the pipeline calls (padded text, per-frame timesteps, pooled text given), and no recompilation when
+    the timesteps, the text or its padding change from call to call."""
+    model = tiny_model()
+    compiled = torch.compile(model, fullgraph=True)
+    x = torch.randn(2, C, 3, 4, 4)
+    tokens = text(2, 7)
+    mask = torch.ones(2, 7, dtype=torch.long)
+    mask[1, 5:] = 0  # the second prompt is shorter: padding masked out of cross-attention
+    calls = [(torch.tensor([[100.0, 100.0, 0.0], [800.0, 800.0, 800.0]]), tokens, mask),
+             (torch.tensor([[500.0] * 3, [20.0] * 3]), text(2, 7, seed=2), torch.ones(2, 7, dtype=torch.long))]
+    with torch.no_grad(), torch._dynamo.config.patch(error_on_recompile=True):
+        for t, states, m in calls:
+            pooled = states.mean(1)
+            eager = model(x, t, states, m, pooled).sample
+            torch.testing.assert_close(compiled(x, t, states, m, pooled).sample, eager, atol=1e-5, rtol=1e-4)
+
 def test_quantize_int8_runs_the_blocks_in_int8_close_to_float32_and_is_one_way(tmp_path):
     from peft import LoraConfig
 

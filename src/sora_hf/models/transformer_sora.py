@@ -77,18 +77,26 @@ def rope_axes_split(head_dim: int) -> tuple[int, int, int]:
 
 
 def rope_frequencies(positions: torch.Tensor, head_dim: int, theta: float) -> torch.Tensor:
-    """positions (..., 3) integer (t, y, x) -> complex rotations (..., head_dim // 2)."""
+    """positions (..., 3) integer (t, y, x) -> the (cos, sin) of each pair's rotation (..., head_dim // 2, 2),
+    real so that torch.compile can use them (`apply_rope` views them as complex numbers in eager mode)."""
     angles = []
     for axis, dim in enumerate(rope_axes_split(head_dim)):
         inv_freq = 1.0 / theta ** (torch.arange(0, dim, 2, device=positions.device, dtype=torch.float32) / dim)
         angles.append(positions[..., axis, None].float() * inv_freq)  # (..., dim / 2)
-    return torch.polar(torch.ones_like(torch.cat(angles, -1)), torch.cat(angles, -1))
+    angles = torch.cat(angles, -1)  # (..., head_dim / 2)
+    return torch.stack([angles.cos(), angles.sin()], -1)
 
 
 def apply_rope(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
-    """x (B, heads, N, head_dim) rotated pairwise by freqs (B or 1, 1, N, head_dim // 2)."""
-    x_complex = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))  # (B, heads, N, head_dim/2)
-    return torch.view_as_real(x_complex * freqs).flatten(-2).type_as(x)  # (B, heads, N, head_dim)
+    """x (B, heads, N, head_dim) with each pair of channels (2i, 2i + 1) rotated by freqs (B or 1, 1, N,
+    head_dim // 2, 2), the (cos, sin) from `rope_frequencies`."""
+    pairs = x.float().unflatten(-1, (-1, 2))  # (B, heads, N, head_dim/2, 2)
+    if torch.compiler.is_compiling():  # inductor generates no code for complex tensors: the same product in reals
+        (x0, x1), (cos, sin) = pairs.unbind(-1), freqs.unbind(-1)
+        rotated = torch.stack([x0 * cos - x1 * sin, x0 * sin + x1 * cos], -1)
+    else:  # in eager mode one complex multiply runs 5-30x faster than those separate real ops
+        rotated = torch.view_as_real(torch.view_as_complex(pairs) * torch.view_as_complex(freqs))
+    return rotated.flatten(-2).type_as(x)  # (B, heads, N, head_dim)
 
 
 # ----------------------------------------------------------------------------
@@ -412,7 +420,7 @@ class SoraTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Attentio
 
     def _run(self, tokens, frame_cond, text, layout: TokenLayout):
         head_dim = self.config.hidden_size // self.config.num_attention_heads
-        rotary_emb = rope_frequencies(layout.positions, head_dim, self.config.rope_theta)[:, None]  # (B, 1, N, d/2)
+        rotary_emb = rope_frequencies(layout.positions, head_dim, self.config.rope_theta)[:, None]  # (B, 1, N, d/2, 2)
         x = self.patch_embed(tokens)  # (B, N, D)
         text = self.caption_projection(text.to(frame_cond.dtype))  # (B, L, D)
         token_frame = layout.tokens_per_frame or layout.token_frame
@@ -478,8 +486,10 @@ class SoraTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Attentio
         patch_frame_seg = frame_seg[:, ::pt]  # (B, F')
         token_seg = torch.gather(patch_frame_seg, 1, token_frame)  # (B, N)
         cross_mask = (token_seg[:, :, None] == text_seg[:, None, :]) & text_valid[:, None, :]  # (B, N, L)
-        # one segment and no padding (plain text->video) needs no mask, and SDPA is faster without one
-        cross_mask = None if cross_mask.all() else _never_empty(cross_mask)[:, None]
+        # one segment and no padding (plain text->video) needs no mask, and SDPA is faster without one; under
+        # torch.compile the mask stays (the same result), since a branch on its values would break the graph
+        all_true = not torch.compiler.is_compiling() and bool(cross_mask.all())
+        cross_mask = None if all_true else _never_empty(cross_mask)[:, None]
         layout = TokenLayout(positions, token_frame, None, cross_mask, tokens_per_frame=Hp * Wp)
         frame_cond = self.frame_conditioning(timestep[:, ::pt], pooled, patch_frame_seg)
         out = self._run(self.patchify(hidden_states), frame_cond, encoder_hidden_states, layout)
@@ -650,11 +660,8 @@ def _segments_pooled(pooled, text, valid, text_seg) -> torch.Tensor:
 def _never_empty(mask: torch.Tensor) -> torch.Tensor:
     """SDPA gives NaN for a query that may attend to nothing (a frame whose segment has no text tokens); let
     such queries see key 0, so that nothing downstream turns NaN."""
-    empty = ~mask.any(-1, keepdim=True)
-    if empty.any():
-        mask = mask.clone()
-        mask[..., :1] |= empty
-    return mask
+    empty = ~mask.any(-1, keepdim=True)  # (..., 1)
+    return torch.cat([mask[..., :1] | empty, mask[..., 1:]], dim=-1)  # no branch on values: compiles as one graph
 
 
 def _init_weights(module: nn.Module) -> None:
