@@ -57,9 +57,10 @@ def compare(a: dict[tuple, dict], b: dict[tuple, dict]) -> dict:
                 continue
             gained = sum(1 for x, y in pairs if y and not x)
             lost = sum(1 for x, y in pairs if x and not y)
-            result[caption][attribute] = dict(
-                n=len(pairs), rate_a=sum(x for x, _ in pairs) / len(pairs), rate_b=sum(y for _, y in pairs) / len(pairs),
-                gained=gained, lost=lost, p=mcnemar_p(gained, lost))
+            n = len(pairs)
+            result[caption][attribute] = dict(n=n, rate_a=sum(x for x, _ in pairs) / n,
+                                              rate_b=sum(y for _, y in pairs) / n,
+                                              gained=gained, lost=lost, p=mcnemar_p(gained, lost))
     return result
 
 

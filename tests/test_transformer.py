@@ -136,7 +136,6 @@ def test_fused_qkv_projections_give_the_same_output():
         assert not torch.allclose(model(x, t, tokens).sample, out)
 
 
-
 def test_compiles_as_one_graph_without_recompiling():
     """torch.compile(fullgraph=True), as diffusers tests its models: no branch on tensor values in the dense
     forward the pipeline calls (padded text, per-frame timesteps, pooled text given), and no recompilation when
@@ -154,6 +153,7 @@ def test_compiles_as_one_graph_without_recompiling():
             pooled = states.mean(1)
             eager = model(x, t, states, m, pooled).sample
             torch.testing.assert_close(compiled(x, t, states, m, pooled).sample, eager, atol=1e-5, rtol=1e-4)
+
 
 def test_quantize_int8_runs_the_blocks_in_int8_close_to_float32_and_is_one_way(tmp_path):
     from peft import LoraConfig
