@@ -65,7 +65,7 @@ DEFAULT_MAX_QUEUE = 8
 DISPLAY_SHORT_SIDE = 256  # display copies are upscaled until the short side reaches at least this
 RESULT_HEIGHT = 360  # px: a player per variation, side by side
 LIBRARY_PAGE = 60  # entries shown in the library gallery (the API can page through all)
-INT8_HELP = ("on a CPU, run the DiT's blocks in int8: ~0.65x the step time, the same adherence on eval scenes, "
+INT8_HELP = ("on a CPU, run the DiT's blocks in int8: 0.65-0.85x the step time, the same adherence on eval scenes, "
              "frames not bit-identical to float32")
 
 EXAMPLES = [
@@ -594,7 +594,7 @@ def resolve_model(model: str | Path) -> str:
 
 def load_pipeline(model: str | Path, int8: bool = False):
     """A SoraPipeline from a pipeline folder or Hub repo id, on the GPU when there is one; with `int8` on a CPU,
-    the DiT's blocks run in int8 (`SoraTransformer3DModel.quantize_int8`: ~0.65x the step time)."""
+    the DiT's blocks run in int8 (`SoraTransformer3DModel.quantize_int8`: 0.65-0.85x the step time)."""
     import torch
 
     from .pipeline_sora import SoraPipeline

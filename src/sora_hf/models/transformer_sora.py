@@ -392,9 +392,9 @@ class SoraTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Attentio
         its fbgemm kernels); the embeddings and the output projection, cheap and the most sensitive to rounding,
         stay float32. In place; returns the model.
 
-        On a 2-core AVX-512 VNNI CPU a sora-tiny step then takes ~0.65x its float32 time (bench/dit_speed.py) for
-        a ~4% difference in the velocity, and the shipped model's eval-scene adherence reads the same (model
-        card). One-way: training, saving, LoRA adapters and fused projections need the float32 model.
+        On a 2-core AVX-512 VNNI CPU a sora-tiny step then takes 0.65-0.85x its float32 time (bench/dit_speed.py,
+        on two hosts of that kind) for a ~4% difference in the velocity, and the shipped model's eval-scene
+        adherence reads the same (model card). One-way: training, saving, LoRA adapters and fused projections need the float32 model.
         torchao's replacement for this API ran ~3x slower here in eager mode, hence torch.ao."""
         if self.is_int8:
             return self
