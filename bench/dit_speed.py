@@ -104,6 +104,7 @@ def compiled_step_latency(preset: str, latent: tuple, batch: int, repeats: int) 
 
     C, F, H, W = latent
     models = build_models(preset, C)
+    # ours must compile as one graph (tests/test_transformer.py); the peers compile as they can
     ours, wan, ltx = (torch.compile(m, fullgraph=m is models[0]) for m in models)
     x = torch.randn(batch, C, F, H, W)
     text = torch.randn(batch, TEXT_TOKENS, 384)

@@ -65,8 +65,8 @@ DEFAULT_MAX_QUEUE = 8
 DISPLAY_SHORT_SIDE = 256  # display copies are upscaled until the short side reaches at least this
 RESULT_HEIGHT = 360  # px: a player per variation, side by side
 LIBRARY_PAGE = 60  # entries shown in the library gallery (the API can page through all)
-INT8_HELP = ("on a CPU, run the DiT's blocks in int8: 0.65-0.85x the step time, the same adherence on eval scenes, "
-             "frames not bit-identical to float32")
+INT8_HELP = ("on a CPU, run the DiT's blocks in int8: 0.65-0.85x the step time, the same adherence on eval "
+             "scenes, frames not bit-identical to float32")
 
 EXAMPLES = [
     ["a red ball bouncing on sand", "16:9", "2s"],
