@@ -98,8 +98,7 @@ def step_latency(preset: str, latent: tuple, batch: int, repeats: int) -> dict:
 
 def compiled_step_latency(preset: str, latent: tuple, batch: int, repeats: int) -> dict:
     """The three models under torch.compile (inductor, freezing: weights folded into the graph as constants,
-    which lets it pre-pack them for the CPU's matmul kernels), on the inputs of `step_latency`; ours is given
-    the pooled text as the pipeline gives it."""
+    which lets it pre-pack them for the CPU's matmul kernels), on the inputs of `step_latency`."""
     import torch._inductor.config
 
     C, F, H, W = latent
@@ -111,7 +110,8 @@ def compiled_step_latency(preset: str, latent: tuple, batch: int, repeats: int) 
     mask = torch.ones(batch, TEXT_TOKENS, dtype=torch.long)
     t_frames, t = torch.full((batch, F), 500.0), torch.full((batch,), 500.0)
     tokens = models[0].patchify(x)
-    fns = {"ours": lambda: ours(x, t_frames, text, mask, text.mean(1)), "wan": lambda: wan(x, t, text),
+    # ours as Wan is called: no padding mask (every caption is TEXT_TOKENS long), and the pooled text given
+    fns = {"ours": lambda: ours(x, t_frames, text, None, text.mean(1)), "wan": lambda: wan(x, t, text),
            "ltx": lambda: ltx(tokens, text, t, mask, num_frames=F, height=H // 2, width=W // 2)}
     with torch.no_grad(), torch._inductor.config.patch(freezing=True):
         for fn in fns.values():

@@ -486,9 +486,11 @@ class SoraTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Attentio
         patch_frame_seg = frame_seg[:, ::pt]  # (B, F')
         token_seg = torch.gather(patch_frame_seg, 1, token_frame)  # (B, N)
         cross_mask = (token_seg[:, :, None] == text_seg[:, None, :]) & text_valid[:, None, :]  # (B, N, L)
-        # one segment and no padding (plain text->video) needs no mask, and SDPA is faster without one; under
-        # torch.compile the mask stays (the same result), since a branch on its values would break the graph
-        all_true = not torch.compiler.is_compiling() and bool(cross_mask.all())
+        # one segment and no padding (plain text->video) needs no mask, and SDPA is faster without one. Without
+        # a mask or segments given that is known from the arguments; otherwise from the mask's values, except under
+        # torch.compile, where the mask stays (the same result) since a branch on its values would break the graph
+        no_mask_given = encoder_attention_mask is None and frame_segment_ids is None and text_segment_ids is None
+        all_true = no_mask_given or (not torch.compiler.is_compiling() and bool(cross_mask.all()))
         cross_mask = None if all_true else _never_empty(cross_mask)[:, None]
         layout = TokenLayout(positions, token_frame, None, cross_mask, tokens_per_frame=Hp * Wp)
         frame_cond = self.frame_conditioning(timestep[:, ::pt], pooled, patch_frame_seg)
