@@ -394,7 +394,8 @@ class SoraTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Attentio
 
         On a 2-core AVX-512 VNNI CPU a sora-tiny step then takes 0.65-0.85x its float32 time (bench/dit_speed.py,
         on two hosts of that kind) for a ~4% difference in the velocity, and the shipped model's eval-scene
-        adherence reads the same (model card). One-way: training, saving, LoRA adapters and fused projections need the float32 model.
+        adherence reads the same (model card). One-way: training, saving, LoRA adapters and fused projections
+        need the float32 model.
         torchao's replacement for this API ran ~3x slower here in eager mode, hence torch.ao."""
         if self.is_int8:
             return self
@@ -484,14 +485,15 @@ class SoraTransformer3DModel(ModelMixin, ConfigMixin, PeftAdapterMixin, Attentio
         positions = patch_positions(Fp, Hp, Wp, device).expand(B, -1, -1)  # (B, N, 3)
         token_frame = positions[..., 0]  # (B, N)
         patch_frame_seg = frame_seg[:, ::pt]  # (B, F')
-        token_seg = torch.gather(patch_frame_seg, 1, token_frame)  # (B, N)
-        cross_mask = (token_seg[:, :, None] == text_seg[:, None, :]) & text_valid[:, None, :]  # (B, N, L)
-        # one segment and no padding (plain text->video) needs no mask, and SDPA is faster without one. Without
-        # a mask or segments given that is known from the arguments; otherwise from the mask's values, except under
-        # torch.compile, where the mask stays (the same result) since a branch on its values would break the graph
-        no_mask_given = encoder_attention_mask is None and frame_segment_ids is None and text_segment_ids is None
-        all_true = no_mask_given or (not torch.compiler.is_compiling() and bool(cross_mask.all()))
-        cross_mask = None if all_true else _never_empty(cross_mask)[:, None]
+        # one segment and no padding (plain text->video) needs no mask, and SDPA is faster without one
+        cross_mask = None
+        if encoder_attention_mask is not None or frame_segment_ids is not None or text_segment_ids is not None:
+            token_seg = torch.gather(patch_frame_seg, 1, token_frame)  # (B, N)
+            mask = (token_seg[:, :, None] == text_seg[:, None, :]) & text_valid[:, None, :]  # (B, N, L)
+            # an all-true mask is dropped too, except under torch.compile: a branch on its values would break the
+            # graph, and keeping it gives the same result
+            if torch.compiler.is_compiling() or not mask.all():
+                cross_mask = _never_empty(mask)[:, None]
         layout = TokenLayout(positions, token_frame, None, cross_mask, tokens_per_frame=Hp * Wp)
         frame_cond = self.frame_conditioning(timestep[:, ::pt], pooled, patch_frame_seg)
         out = self._run(self.patchify(hidden_states), frame_cond, encoder_hidden_states, layout)
