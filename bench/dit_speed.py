@@ -21,6 +21,7 @@ the graph, as for inference), each against the others compiled.
 import argparse
 import copy
 import json
+import math
 import statistics
 import time
 from pathlib import Path
@@ -66,33 +67,45 @@ def build_models(preset: str, channels: int):
     return ours, wan, ltx
 
 
-def step_latency(preset: str, latent: tuple, batch: int, repeats: int) -> dict:
+def step_calls(models, latent: tuple, batch: int) -> tuple[dict, tuple]:
+    """Random inputs of one guided step and each model's call on them: ({"ours", "wan", "ltx": fn}, the
+    arguments ours takes, for its variants). Ours is called as Wan is, with no padding mask (every caption is
+    TEXT_TOKENS long), and with the pooled text, as the pipeline gives it."""
+    ours, wan, ltx = models
     C, F, H, W = latent
-    ours, wan, ltx = build_models(preset, C)
     x = torch.randn(batch, C, F, H, W)
     text = torch.randn(batch, TEXT_TOKENS, 384)
     mask = torch.ones(batch, TEXT_TOKENS, dtype=torch.long)
-    t_frames = torch.full((batch, F), 500.0)
+    t = torch.full((batch,), 500.0)
     tokens = ours.patchify(x)  # (B, N, C*4): identical token count for LTX
-    linears = linear_calls(ours, (x, t_frames, text, mask))
+    ours_args = (x, t[:, None].expand(-1, F), text, None, text.mean(1))
+    calls = {"ours": lambda: ours(*ours_args), "wan": lambda: wan(x, t, text),
+             "ltx": lambda: ltx(tokens, text, t, mask, num_frames=F, height=H // 2, width=W // 2)}
+    return calls, ours_args
+
+
+def step_latency(preset: str, latent: tuple, batch: int, repeats: int) -> dict:
+    models = build_models(preset, latent[0])
+    ours = models[0]
+    calls, ours_args = step_calls(models, latent, batch)
+    linears = linear_calls(ours, ours_args)
     fused = copy.deepcopy(ours)
     fused.fuse_qkv_projections()  # diffusers' opt-in: one matmul for q, k, v (not with LoRA adapters loaded)
     int8 = copy.deepcopy(ours).quantize_int8()
     results = timed({
-        "ours": lambda: ours(x, t_frames, text, mask),
-        "wan": lambda: wan(x, torch.full((batch,), 500.0), text),
-        "ltx": lambda: ltx(tokens, text, torch.full((batch,), 500.0), mask, num_frames=F, height=H // 2, width=W // 2),
-        "ours_fused_qkv": lambda: fused(x, t_frames, text, mask),
+        **calls,
+        "ours_fused_qkv": lambda: fused(*ours_args),
+        # the matmuls every model of this width, depth and token count must do (Wan and LTX do them too): the
+        # floor of ours/faster that any eager-mode trimming of the rest could reach
         "ours_linears_only": lambda: [nn.functional.linear(i, w, b) for i, w, b in linears],
-        "ours_int8": lambda: int8(x, t_frames, text, mask),
+        "ours_int8": lambda: int8(*ours_args),
     }, repeats)
-    results["ratio_vs_faster_peer"] = results["ours"] / min(results["wan"], results["ltx"])
-    results["fused_ratio_vs_faster_peer"] = results["ours_fused_qkv"] / min(results["wan"], results["ltx"])
-    # the matmuls every model of this width, depth and token count must do (Wan and LTX do them too): the
-    # floor of ours/faster that any eager-mode trimming of the rest could reach
-    results["linears_only_ratio_vs_faster_peer"] = results["ours_linears_only"] / min(results["wan"], results["ltx"])
-    results["int8_ratio_vs_faster_peer"] = results["ours_int8"] / min(results["wan"], results["ltx"])
-    results["tokens"] = tokens.shape[0] * tokens.shape[1]
+    faster = min(results["wan"], results["ltx"])
+    results["ratio_vs_faster_peer"] = results["ours"] / faster
+    results["fused_ratio_vs_faster_peer"] = results["ours_fused_qkv"] / faster
+    results["linears_only_ratio_vs_faster_peer"] = results["ours_linears_only"] / faster
+    results["int8_ratio_vs_faster_peer"] = results["ours_int8"] / faster
+    results["tokens"] = math.prod(ours.patchify(ours_args[0]).shape[:2])
     return results
 
 
@@ -101,22 +114,14 @@ def compiled_step_latency(preset: str, latent: tuple, batch: int, repeats: int) 
     which lets it pre-pack them for the CPU's matmul kernels), on the inputs of `step_latency`."""
     import torch._inductor.config
 
-    C, F, H, W = latent
-    models = build_models(preset, C)
+    models = build_models(preset, latent[0])
     # ours must compile as one graph (tests/test_transformer.py); the peers compile as they can
-    ours, wan, ltx = (torch.compile(m, fullgraph=m is models[0]) for m in models)
-    x = torch.randn(batch, C, F, H, W)
-    text = torch.randn(batch, TEXT_TOKENS, 384)
-    mask = torch.ones(batch, TEXT_TOKENS, dtype=torch.long)
-    t_frames, t = torch.full((batch, F), 500.0), torch.full((batch,), 500.0)
-    tokens = models[0].patchify(x)
-    # ours as Wan is called: no padding mask (every caption is TEXT_TOKENS long), and the pooled text given
-    fns = {"ours": lambda: ours(x, t_frames, text, None, text.mean(1)), "wan": lambda: wan(x, t, text),
-           "ltx": lambda: ltx(tokens, text, t, mask, num_frames=F, height=H // 2, width=W // 2)}
+    compiled = [torch.compile(m, fullgraph=m is models[0]) for m in models]
+    calls, _ = step_calls(compiled, latent, batch)
     with torch.no_grad(), torch._inductor.config.patch(freezing=True):
-        for fn in fns.values():
+        for fn in calls.values():
             fn()  # compiles
-    results = timed(fns, repeats)
+    results = timed(calls, repeats)
     results["ratio_vs_faster_peer"] = results["ours"] / min(results["wan"], results["ltx"])
     return results
 
