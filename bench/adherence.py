@@ -135,9 +135,7 @@ def clip_record(info: dict, caption_kind: str, prompt: str, analysis, pick, resu
     """One generated clip: its scene (`scene_record`), its caption, what the analyzer read, and the objects found."""
     read = None if pick is None else {"colour": pick.colour, "shape": pick.shape, "motion": pick.motion,
                                       "size": pick.size, "radius": round(float(pick.radius), 2)}
-    return {"seed": info["seed"], "ratio": info["ratio"], "num_frames": info["num_frames"], "caption": caption_kind,
-            "prompt": prompt, "background": info["background"], "pole": info["pole"], "held_out": info["held_out"],
-            "asked": info["asked"], "read": read, "ok": result,
+    return {**info, "caption": caption_kind, "prompt": prompt, "read": read, "ok": result,
             "objects": [{"colour": o.colour, "shape": o.shape, "area": round(float(o.mean_area), 1)}
                         for o in analysis.objects]}
 
