@@ -251,3 +251,35 @@ def test_progress_bar_total_follows_the_time_budget():
     assert steps_within_budget(3000, 100, 60.0, 1.0) == 3000  # the steps end it first
     assert steps_within_budget(100_000, 500, 4000.0, 1.0) == 500  # over budget: it ends now
     assert steps_within_budget(100_000, 0, 0.0, 1.0) == 100_000  # no pace yet
+
+
+@pytest.mark.parametrize("command", ["train-dit", "train-vae"])
+def test_two_processes_train_one_run(vae_run, tmp_path, command):
+    """Two data-parallel processes (torchrun on the CPU, gloo) make one run: one log line per step with the loss
+    averaged over both, one summary, and a wall-clock budget that both agree has ended. Each process reading its
+    own clock would let one stop while the other waits for its gradients, or train at another lr."""
+    import os
+    import subprocess
+    import sys
+
+    out, _ = vae_run
+    run = tmp_path / "run"
+    common = ["--out", str(run), "--steps", "100000", "--time-budget-h", "0.001", "--save-every", "100000",
+              "--log-every", "1", "--warmup-steps", "1", "--durations", "1,17", "--duration-weights", "0.5,0.5"]
+    args = {"train-dit": ["--vae", str(out / "export"), "--preset", "tiny-test", "--batch-size", "2"],
+            "train-vae": ["--preset", "tiny-test", "--pixels-per-step", str(TINY_VAE["pixels_per_step"]),
+                          "--crop-size", "32", "--tier2-fraction", "0", "--pca-batches", "2", "--stats-clips", "2",
+                          "--eval-every", "100000"]}[command]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "sora_hf.cli", command, *args, *common],
+                          env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summaries = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert len(summaries) == 1, done.stdout  # printed by the main process only
+    steps = summaries[0]["steps"]
+    assert 1 < steps < 100000  # the budget (3.6 s) ended it
+    logged = [r["step"] for r in map(json.loads, (run / "log.jsonl").read_text().splitlines()) if "loss" in r]
+    assert logged == list(range(1, steps + 1))  # one line a step, not one a process
+    assert json.loads((run / f"checkpoint-{steps}" / "state.json").read_text())["step"] == steps
+    assert json.loads((run / "config.json").read_text())["training"]["time_budget_h"] == 0.001

@@ -20,13 +20,18 @@ class RunLog:
     """Append-only JSONL log of a training run plus its loss-curve plot.
 
     One JSON object per logged step, so a resumed run continues the same file
-    and the plot always shows the whole run."""
+    and the plot always shows the whole run. In a multi-process run only the
+    main process writes it (`writer=False` elsewhere), with metrics already
+    averaged over the processes (`mean_over_processes`)."""
 
-    def __init__(self, out_dir: Path, name: str = "log.jsonl"):
+    def __init__(self, out_dir: Path, name: str = "log.jsonl", writer: bool = True):
         self.path = Path(out_dir) / name
+        self.writer = writer
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def write(self, step: int, **metrics) -> None:
+        if not self.writer:
+            return
         record = {"step": int(step), "time": round(time.time(), 3), **{k: _plain(v) for k, v in metrics.items()}}
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
@@ -39,6 +44,8 @@ class RunLog:
 
     def truncate_after(self, step: int) -> None:
         """On resume, drop lines logged after the checkpoint we resume from (they will be redone)."""
+        if not self.writer:
+            return
         kept = self.records(after_step=step)
         self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
 
@@ -90,6 +97,37 @@ def save_checkpoint(accelerator, out_dir: Path, step: int, keep: int = 2, **stat
 def load_checkpoint(accelerator, path: Path) -> dict:
     accelerator.load_state(str(path))
     return json.loads((Path(path) / "state.json").read_text())
+
+
+def synced_wall_time(accelerator, wall_time_s: float) -> float:
+    """The run's wall time as every process agrees on it: the slowest process's. A time budget sets the lr
+    schedule and the last step, so processes that each read their own clock would train at different lrs
+    (their weights drift apart) and one could stop while another waits forever for its gradients."""
+    if accelerator.num_processes == 1:
+        return wall_time_s
+    import torch
+
+    return accelerator.reduce(torch.tensor([wall_time_s], device=accelerator.device), reduction="max").item()
+
+
+def mean_over_processes(accelerator, **values) -> dict[str, float]:
+    """Scalars (floats or 0-d tensors) averaged over the processes, for the log and the progress bar: each
+    process's loss is that of its own share of the batch. Every process must call it at the same steps."""
+    import torch
+
+    stacked = torch.stack([torch.as_tensor(v, dtype=torch.float32, device=accelerator.device).detach().reshape(())
+                           for v in values.values()])
+    if accelerator.num_processes > 1:
+        stacked = accelerator.reduce(stacked, reduction="mean")
+    return dict(zip(values, stacked.tolist()))
+
+
+def print_result(result: dict) -> None:
+    """A run's summary as one JSON line on stdout, once: from the main process of a multi-process run."""
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        print(json.dumps(result))
 
 
 def provenance(command: Optional[list[str]] = None, **fields) -> dict:

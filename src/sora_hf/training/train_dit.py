@@ -34,8 +34,8 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .common import (RunLog, latest_checkpoint, load_checkpoint, provenance, record_command, save_checkpoint,
-                     steps_within_budget, write_json)
+from .common import (RunLog, latest_checkpoint, load_checkpoint, mean_over_processes, print_result, provenance,
+                     record_command, save_checkpoint, steps_within_budget, synced_wall_time, write_json)
 
 
 @dataclass
@@ -237,19 +237,20 @@ class BatchMaker:
                     text_seg=text_seg, frame_seg=frame_seg, weights=weights)
 
 
-def build_latent_cache(maker: BatchMaker, batches, num_clips: int, path: Path) -> list[dict]:
+def build_latent_cache(maker: BatchMaker, batches, num_clips: int, path: Path, progress: bool = True) -> list[dict]:
     """Encode num_clips training clips once with the frozen VAE and keep what training needs of them.
 
     On a CPU the VAE encoder costs several DiT steps per batch, and the DiT sees each clip many times
     anyway, so a cache of latents (plus captions and segments) makes every step a DiT step. Saved to
-    `path`, so a resumed run reuses it."""
+    `path`, so a resumed run reuses it. Each process of a multi-process run caches its own clips; `progress`
+    shows the bar (the main process's)."""
     from tqdm.auto import tqdm
 
     if path.exists():
         return torch.load(path)
     started = time.time()
     cache: list[dict] = []
-    with tqdm(total=num_clips, desc="encode latents", unit="clip") as bar:
+    with tqdm(total=num_clips, desc="encode latents", unit="clip", disable=not progress) as bar:
         while len(cache) < num_clips:
             items = next(batches)
             for item, z in zip(items, maker.encode_latents(items)):
@@ -355,7 +356,7 @@ def train(cfg: DiTTrainingConfig, vae_path: str, out_dir: str, resume: bool = Tr
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(ema)
 
-    log = RunLog(out)
+    log = RunLog(out, writer=accelerator.is_main_process)
     step, wall_before = 0, 0.0
     checkpoint = latest_checkpoint(out) if resume else None
     if checkpoint is not None:
@@ -363,8 +364,10 @@ def train(cfg: DiTTrainingConfig, vae_path: str, out_dir: str, resume: bool = Tr
         step, wall_before = state["step"], state.get("wall_time_s", 0.0)
         log.truncate_after(step)
         accelerator.print(f"resumed from {checkpoint} at step {step}")
-    write_json(out / "config.json", {"training": dataclasses.asdict(cfg), "vae": str(vae_path)})
-    history = record_command(out, step) if accelerator.is_main_process else []
+    history = []
+    if accelerator.is_main_process:
+        write_json(out / "config.json", {"training": dataclasses.asdict(cfg), "vae": str(vae_path)})
+        history = record_command(out, step)
 
     if video_folder:
         dataset = VideoFolderDataset(video_folder)
@@ -386,8 +389,9 @@ def train(cfg: DiTTrainingConfig, vae_path: str, out_dir: str, resume: bool = Tr
     cache_path = None
     if cfg.latent_cache_clips > 0:
         cache_path = out / f"latents-{cfg.latent_cache_clips}-rank{accelerator.process_index}.pt"
-        batches = sample_cached(build_latent_cache(maker, batches, cfg.latent_cache_clips, cache_path),
-                                cfg.batch_size, rng)
+        cache = build_latent_cache(maker, batches, cfg.latent_cache_clips, cache_path,
+                                   progress=accelerator.is_main_process)
+        batches = sample_cached(cache, cfg.batch_size, rng)
 
     start = time.time()
     wall = wall_before
@@ -411,12 +415,13 @@ def train(cfg: DiTTrainingConfig, vae_path: str, out_dir: str, resume: bool = Tr
         optimizer.zero_grad(set_to_none=True)
         ema.step(accelerator.unwrap_model(model).parameters())
         step += 1
-        wall = wall_before + time.time() - start
+        wall = synced_wall_time(accelerator, wall_before + time.time() - start)
         end_step = bar.total = steps_within_budget(cfg.steps, step, wall, cfg.time_budget_h)
+        loss_mean = mean_over_processes(accelerator, loss=loss)["loss"]
         bar.update()
-        bar.set_postfix(loss=f"{loss.item():.4f}")
+        bar.set_postfix(loss=f"{loss_mean:.4f}")
         if step % cfg.log_every == 0 or finished(step, wall):
-            log.write(step, loss=loss.item(), grad_norm=float(grad_norm), lr=optimizer.param_groups[0]["lr"],
+            log.write(step, loss=loss_mean, grad_norm=float(grad_norm), lr=optimizer.param_groups[0]["lr"],
                       wall_time_s=round(wall, 1))
         if step % cfg.save_every == 0 or finished(step, wall):
             save_checkpoint(accelerator, out, step, wall_time_s=wall)
@@ -528,5 +533,5 @@ def _run(args: argparse.Namespace) -> int:
     cfg = config_from_args(DiTTrainingConfig, args)
     result = train(cfg, args.vae, args.out, resume=not args.no_resume, export=args.export,
                    video_folder=args.video_folder)
-    print(json.dumps(result))
+    print_result(result)
     return 0

@@ -52,8 +52,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .common import (RunLog, latest_checkpoint, load_checkpoint, provenance, record_command, save_checkpoint,
-                     steps_within_budget, write_json)
+from .common import (RunLog, latest_checkpoint, load_checkpoint, mean_over_processes, print_result, provenance,
+                     record_command, save_checkpoint, steps_within_budget, synced_wall_time, write_json)
 from .train_dit import add_dataclass_arguments, config_from_args
 
 STYLES = ("none", "stop-motion", "neon", "pixel", "sketch")
@@ -364,15 +364,17 @@ def train(cfg: VAETrainingConfig, out_dir: str, resume: Optional[str] = None, ex
     step_module, optimizer = accelerator.prepare(step_module, optimizer)
     accelerator.register_for_checkpointing(ema)
 
-    log = RunLog(out)
+    log = RunLog(out, writer=accelerator.is_main_process)
     step, wall_before = 0, 0.0
     if checkpoint is not None:
         state = load_checkpoint(accelerator, checkpoint)
         step, wall_before = state["step"], state.get("wall_time_s", 0.0)
         log.truncate_after(step)
         accelerator.print(f"resumed from {checkpoint} at step {step}")
-    write_json(out / "config.json", {"training": dataclasses.asdict(cfg), "model": dict(vae.config)})
-    history = record_command(out, step) if accelerator.is_main_process else []
+    history = []
+    if accelerator.is_main_process:
+        write_json(out / "config.json", {"training": dataclasses.asdict(cfg), "model": dict(vae.config)})
+        history = record_command(out, step)
 
     clips = eval_clips()
 
@@ -406,12 +408,13 @@ def train(cfg: VAETrainingConfig, out_dir: str, resume: Optional[str] = None, ex
         optimizer.zero_grad(set_to_none=True)
         ema.step(accelerator.unwrap_model(step_module).vae.parameters())
         step += 1
-        wall = wall_before + time.time() - start
+        wall = synced_wall_time(accelerator, wall_before + time.time() - start)
         bar.total = steps_within_budget(cfg.steps, step, wall, cfg.time_budget_h)
+        losses = mean_over_processes(accelerator, loss=loss, **parts)
         bar.update()
-        bar.set_postfix(loss=f"{loss.item():.4f}", shape="x".join(map(str, x.shape[:1] + x.shape[2:])))
+        bar.set_postfix(loss=f"{losses['loss']:.4f}", shape="x".join(map(str, x.shape[:1] + x.shape[2:])))
         if step % cfg.log_every == 0:
-            log.write(step, loss=loss.item(), **parts, grad_norm=float(grad_norm), lr=optimizer.param_groups[0]["lr"],
+            log.write(step, **losses, grad_norm=float(grad_norm), lr=optimizer.param_groups[0]["lr"],
                       batch="x".join(map(str, x.shape[:1] + x.shape[2:])), wall_time_s=round(wall, 1))
         if step % cfg.eval_every == 0:
             metrics = run_eval()
@@ -467,7 +470,7 @@ def add_parser(subparsers) -> None:
 def _run(args: argparse.Namespace) -> int:
     cfg = config_from_args(VAETrainingConfig, args)
     result = train(cfg, args.out, resume=args.resume, export=args.export)
-    print(json.dumps(result))
+    print_result(result)
     return 0
 
 
