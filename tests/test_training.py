@@ -266,7 +266,9 @@ def test_two_processes_train_one_run(vae_run, tmp_path, command):
     run = tmp_path / "run"
     common = ["--out", str(run), "--steps", "100000", "--time-budget-h", "0.001", "--save-every", "100000",
               "--log-every", "1", "--warmup-steps", "1", "--durations", "1,17", "--duration-weights", "0.5,0.5"]
-    args = {"train-dit": ["--vae", str(out / "export"), "--preset", "tiny-test", "--batch-size", "2"],
+    # the DiT with gradient checkpointing, which must agree with DDP's gradient hooks
+    args = {"train-dit": ["--vae", str(out / "export"), "--preset", "tiny-test", "--batch-size", "2",
+                          "--gradient-checkpointing", "true"],
             "train-vae": ["--preset", "tiny-test", "--pixels-per-step", str(TINY_VAE["pixels_per_step"]),
                           "--crop-size", "32", "--tier2-fraction", "0", "--pca-batches", "2", "--stats-clips", "2",
                           "--eval-every", "100000"]}[command]
