@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from sora_hf.data import (ShapeWorldDataset, ShapeWorldSampling, VideoFolderDataset, collate_videos,
                           frames_to_video, group_by_shape, largest_valid_num_frames, render_item, stream_rng,
-                          video_to_frames)
+                          video_folder_loader, video_to_frames)
 from sora_hf.shapeworld import EVAL_SEED_START, HELD_OUT, STYLES, render_clip, sample_scene
 from sora_hf.video_io import write_video
 
@@ -346,3 +346,22 @@ def test_render_item_matches_dataset_item():
     item = next(iter(dataset))
     again = render_item(spec)
     assert torch.equal(item["video"], again["video"]) and item["segments"] == again["segments"]
+
+
+def test_folder_loader_gives_each_process_its_own_share(tmp_path):
+    for i in range(4):
+        write_video(tmp_path / f"{i}.png", render_clip(20 + i, num_frames=1).frames)
+    write_captions(tmp_path, [{"file": f"{i}.png", "short": f"clip {i}"} for i in range(4)])
+    dataset = VideoFolderDataset(tmp_path)
+    loaders = [video_folder_loader(dataset, batch_size=1, seed=0, rank=rank, world_size=2) for rank in (0, 1)]
+    orders = []
+    for epoch in range(3):
+        shares = []
+        for loader in loaders:
+            loader.sampler.set_epoch(epoch)
+            shares.append([batch[0]["meta"]["file"] for batch in loader])
+        assert len(shares[0]) == len(shares[1]) == 2 and sorted(shares[0] + shares[1]) == [f"{i}.png" for i in range(4)]
+        orders.append(shares[0] + shares[1])
+    assert len({tuple(o) for o in orders}) > 1  # each epoch shuffles anew
+    with pytest.raises(ValueError, match=r"batch_size=3: .* holds 4 clips; allowed: 1 to 2 per batch for 2 process"):
+        video_folder_loader(dataset, batch_size=3, world_size=2)

@@ -285,3 +285,28 @@ def test_two_processes_train_one_run(vae_run, tmp_path, command):
     assert logged == list(range(1, steps + 1))  # one line a step, not one a process
     assert json.loads((run / f"checkpoint-{steps}" / "state.json").read_text())["step"] == steps
     assert json.loads((run / "config.json").read_text())["training"]["time_budget_h"] == 0.001
+
+
+def test_train_dit_on_a_video_folder(vae_run, tmp_path):
+    from sora_hf.shapeworld import render_clip
+    from sora_hf.video_io import write_video
+
+    out, _ = vae_run
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    lines = []
+    for i, frames in enumerate([1, 1, 17]):
+        clip = render_clip(30 + i, height=32, width=32, num_frames=frames)
+        name = f"{i}.{'png' if frames == 1 else 'mp4'}"
+        write_video(videos / name, clip.frames)
+        lines.append(json.dumps({"file": name, "short": clip.captions.short, "long": clip.captions.long}))
+    (videos / "captions.jsonl").write_text("\n".join(lines) + "\n")
+    cfg = DiTTrainingConfig(preset="tiny-test", batch_size=2, steps=3, save_every=3, log_every=1, warmup_steps=1)
+    result = train_dit(cfg, str(out / "export"), str(tmp_path / "run"), video_folder=str(videos))
+    assert result["steps"] == 3  # 3 clips in batches of 2: one batch an epoch, so three epochs
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["training"]["batch_size"] == 2
+    # a batch the folder cannot fill fails before the run folder is made
+    with pytest.raises(ValueError, match=r"batch_size=4: .* holds 3 clips; allowed: 1 to 3 per batch"):
+        train_dit(dataclass_replace(cfg, batch_size=4), str(out / "export"), str(tmp_path / "run2"),
+                  video_folder=str(videos))
+    assert not (tmp_path / "run2").exists()

@@ -437,6 +437,20 @@ class VideoFolderDataset(Dataset):
         return _centre_crop(frames, th, tw)
 
 
+def video_folder_loader(dataset: VideoFolderDataset, batch_size: int, seed: int = 0, rank: int = 0,
+                        world_size: int = 1) -> torch.utils.data.DataLoader:
+    """Shuffled batches (lists of items) of a folder, each epoch in a new order (`sampler.set_epoch`). With
+    several processes each takes its own share of every epoch: a plain shuffle, seeded alike in every process,
+    would hand them all the same clips."""
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    if batch_size < 1 or len(dataset) < batch_size * world_size:
+        raise ValueError(f"batch_size={batch_size}: {str(dataset.root)!r} holds {len(dataset)} clips; allowed: 1 to "
+                         f"{len(dataset) // world_size} per batch for {world_size} process(es)")
+    sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate_videos, drop_last=True)
+
+
 def _centre_crop(frames: np.ndarray, th: int, tw: int) -> np.ndarray:
     _, h, w, _ = frames.shape
     top, left = (h - th) // 2, (w - tw) // 2

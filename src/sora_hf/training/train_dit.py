@@ -320,18 +320,21 @@ def train(cfg: DiTTrainingConfig, vae_path: str, out_dir: str, resume: bool = Tr
     from diffusers.training_utils import EMAModel
     from tqdm.auto import tqdm
 
-    from ..data import ShapeWorldDataset, ShapeWorldSampling, VideoFolderDataset, collate_videos
+    from ..data import ShapeWorldDataset, ShapeWorldSampling, VideoFolderDataset, collate_videos, video_folder_loader
     from ..models import AutoencoderKLSora, SoraTransformer3DModel
     from ..models.transformer_sora import PRESETS
     from ..pipeline_sora import SoraPipeline, _bundled_text_model
 
     if cfg.preset not in PRESETS:
         raise ValueError(f"preset={cfg.preset!r}; allowed: {sorted(PRESETS)}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     accelerator = Accelerator()
     device = accelerator.device
     torch.manual_seed(cfg.seed)
+    # read the folder first: a bad folder or batch size fails before the run writes anything
+    folder_loader = video_folder_loader(VideoFolderDataset(video_folder), cfg.batch_size, cfg.seed,
+                                        accelerator.process_index, accelerator.num_processes) if video_folder else None
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
 
     vae = AutoencoderKLSora.from_pretrained(vae_path).to(device).eval().requires_grad_(False)
     channel_weights = channel_loss_weights(vae.config.latents_std, cfg.channel_weight_power, device)
@@ -375,10 +378,8 @@ def train(cfg: DiTTrainingConfig, vae_path: str, out_dir: str, resume: bool = Tr
         write_json(out / "config.json", {"training": dataclasses.asdict(cfg), "vae": str(vae_path)})
         history = record_command(out, step)
 
-    if video_folder:
-        dataset = VideoFolderDataset(video_folder)
-        loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True,
-                                             collate_fn=collate_videos, drop_last=True)
+    if folder_loader is not None:
+        loader = folder_loader
     else:
         sampling = ShapeWorldSampling(tier=cfg.tier, durations=cfg.durations, duration_weights=cfg.duration_weights,
                                       style_weights=cfg.style_weights, storyboard_fraction=cfg.storyboard_fraction)
@@ -480,7 +481,8 @@ def _forever(loader):
     epoch = 0
     while True:
         if hasattr(loader.dataset, "set_epoch") and not isinstance(loader.dataset, torch.utils.data.IterableDataset):
-            loader.dataset.set_epoch(epoch)
+            loader.dataset.set_epoch(epoch)  # new random windows
+            loader.sampler.set_epoch(epoch)  # a new order
         yield from loader
         epoch += 1
 
