@@ -103,6 +103,12 @@ class DiTTrainingConfig:
     # > 0: encode this many clips once and train on them (fast on CPU); 0: on the fly. 4,000 clips (and 12,174
     # steps) instead of the shipped 2,000 (and 9,000): no better (numbers: model card, "What was tried")
     latent_cache_clips: int = 0
+    # --- a --video-folder (real video): what each file becomes before it is encoded
+    # resize to cover (height, width), multiples of 16, and centre-crop to it; (0, 0): each file's own size,
+    # cropped to multiples of 16
+    folder_size: tuple = (0, 0)
+    folder_num_frames: int = 0  # a random window of this many frames (1 + 4k); 0: the most (1 + 4k) a file holds
+    folder_fps: float = 0.0  # resample each file to this frame rate first; 0: keep its own
     # --- bookkeeping
     seed: int = 0
     log_every: int = 10
@@ -320,7 +326,7 @@ def train(cfg: DiTTrainingConfig, vae_path: str, out_dir: str, resume: bool = Tr
     from diffusers.training_utils import EMAModel
     from tqdm.auto import tqdm
 
-    from ..data import ShapeWorldDataset, ShapeWorldSampling, VideoFolderDataset, collate_videos, video_folder_loader
+    from ..data import ShapeWorldDataset, ShapeWorldSampling, collate_videos, video_folder_loader
     from ..models import AutoencoderKLSora, SoraTransformer3DModel
     from ..models.transformer_sora import PRESETS
     from ..pipeline_sora import SoraPipeline, _bundled_text_model
@@ -331,7 +337,7 @@ def train(cfg: DiTTrainingConfig, vae_path: str, out_dir: str, resume: bool = Tr
     device = accelerator.device
     torch.manual_seed(cfg.seed)
     # read the folder first: a bad folder or batch size fails before the run writes anything
-    folder_loader = video_folder_loader(VideoFolderDataset(video_folder), cfg.batch_size, cfg.seed,
+    folder_loader = video_folder_loader(_folder_dataset(video_folder, cfg), cfg.batch_size, cfg.seed,
                                         accelerator.process_index, accelerator.num_processes) if video_folder else None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -475,6 +481,19 @@ def _with_num_frames(items: list[dict]) -> list[dict]:
     for item in items:
         item["num_frames"] = item["video"].shape[1]
     return items
+
+
+def _folder_dataset(video_folder: str, cfg: DiTTrainingConfig):
+    from ..data import VideoFolderDataset
+
+    try:
+        return VideoFolderDataset(video_folder, size=tuple(cfg.folder_size) if any(cfg.folder_size) else None,
+                                  num_frames=cfg.folder_num_frames or None, fps=cfg.folder_fps or None, seed=cfg.seed)
+    except ValueError as error:  # its size / num_frames / fps are our folder_* options: name the ones given
+        given = {"--folder-size": ",".join(map(str, cfg.folder_size)) if any(cfg.folder_size) else None,
+                 "--folder-num-frames": cfg.folder_num_frames or None, "--folder-fps": cfg.folder_fps or None}
+        given = ", ".join(f"{flag} {value}" for flag, value in given.items() if value is not None)
+        raise ValueError(f"{error}{f' (from {given})' if given else ''}") from None
 
 
 def _forever(loader):
