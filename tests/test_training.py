@@ -312,7 +312,8 @@ def test_train_dit_on_a_video_folder(vae_run, tmp_path):
     assert not (tmp_path / "run2").exists()
     # real video comes at any size and length: resized and cropped to --folder-size, a random window of
     # --folder-num-frames (here one frame of each file, at 32x48: 4x6 latent pixels of the tiny VAE's 4 channels)
-    sized = dataclass_replace(cfg, steps=1, latent_cache_clips=3, folder_size=(32, 48), folder_num_frames=1)
+    sized = dataclass_replace(cfg, steps=1, latent_cache_clips=3, folder_size=(32, 48), folder_num_frames=1,
+                              num_workers=0)
     train_dit(sized, str(out / "export"), str(tmp_path / "run3"), video_folder=str(videos))
     cache = torch.load(tmp_path / "run3" / "latents-3-rank0.pt")
     assert [tuple(c["latent"].shape) for c in cache] == [(4, 1, 4, 6)] * 3

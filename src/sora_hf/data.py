@@ -438,7 +438,7 @@ class VideoFolderDataset(Dataset):
 
 
 def video_folder_loader(dataset: VideoFolderDataset, batch_size: int, seed: int = 0, rank: int = 0,
-                        world_size: int = 1) -> torch.utils.data.DataLoader:
+                        world_size: int = 1, num_workers: int = 0) -> torch.utils.data.DataLoader:
     """Shuffled batches (lists of items) of a folder, each epoch in a new order (`sampler.set_epoch`). With
     several processes each takes its own share of every epoch: a plain shuffle, seeded alike in every process,
     would hand them all the same clips."""
@@ -448,7 +448,8 @@ def video_folder_loader(dataset: VideoFolderDataset, batch_size: int, seed: int 
         raise ValueError(f"batch_size={batch_size}: {str(dataset.root)!r} holds {len(dataset)} clips; allowed: 1 to "
                          f"{len(dataset) // world_size} per batch for {world_size} process(es)")
     sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate_videos, drop_last=True)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate_videos, drop_last=True,
+                      num_workers=num_workers)
 
 
 def _centre_crop(frames: np.ndarray, th: int, tw: int) -> np.ndarray:

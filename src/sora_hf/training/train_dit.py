@@ -109,6 +109,9 @@ class DiTTrainingConfig:
     folder_size: tuple = (0, 0)
     folder_num_frames: int = 0  # a random window of this many frames (1 + 4k); 0: the most (1 + 4k) a file holds
     folder_fps: float = 0.0  # resample each file to this frame rate first; 0: keep its own
+    # DataLoader processes that render (ShapeWorld) or decode (--video-folder) clips, per training process; 0: in
+    # the training process itself. Each ShapeWorld worker draws its own stream, so the count changes the clips
+    num_workers: int = 1
     # --- bookkeeping
     seed: int = 0
     log_every: int = 10
@@ -338,7 +341,8 @@ def train(cfg: DiTTrainingConfig, vae_path: str, out_dir: str, resume: bool = Tr
     torch.manual_seed(cfg.seed)
     # read the folder first: a bad folder or batch size fails before the run writes anything
     folder_loader = video_folder_loader(_folder_dataset(video_folder, cfg), cfg.batch_size, cfg.seed,
-                                        accelerator.process_index, accelerator.num_processes) if video_folder else None
+                                        accelerator.process_index, accelerator.num_processes,
+                                        cfg.num_workers) if video_folder else None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -393,7 +397,8 @@ def train(cfg: DiTTrainingConfig, vae_path: str, out_dir: str, resume: bool = Tr
                                     world_size=accelerator.num_processes)
         dataset.set_epoch(step)  # a resumed run draws fresh clips instead of replaying the first ones
         loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, collate_fn=collate_videos,
-                                             num_workers=1, prefetch_factor=2)
+                                             num_workers=cfg.num_workers,
+                                             prefetch_factor=2 if cfg.num_workers else None)
     batches = (_with_num_frames(items) for items in _forever(loader))
     rng = np.random.default_rng([cfg.seed, step, accelerator.process_index])
     # a latent cache's captions are a closed set (~2.8 a clip, ~50 KB each): keep them all, where an LRU smaller
