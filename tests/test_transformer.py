@@ -30,6 +30,17 @@ def test_output_has_the_latent_shape(frames, height, width):
     assert out.shape == x.shape and torch.isfinite(out).all()
 
 
+@pytest.mark.parametrize("preset,millions", [("sora-tiny", 9.3), ("S", 40.2), ("B", 160), ("L", 561)])
+def test_presets_have_their_stated_size_and_run(preset, millions):
+    """Built on the meta device (no memory, no compute), so the GPU presets are checked here too."""
+    with torch.device("meta"):
+        model = SoraTransformer3DModel(in_channels=16, **PRESETS[preset])
+        x = torch.randn(2, 16, 5, 8, 14)  # 17x64x112 with the shipped VAE: 2 x 140 tokens
+        out = model(x, torch.full((2, 5), 500.0), torch.randn(2, 24, 384), None, torch.randn(2, 384)).sample
+    assert out.shape == x.shape
+    assert sum(p.numel() for p in model.parameters()) / 1e6 == pytest.approx(millions, rel=0.005)
+
+
 def test_adaln_zero_starts_at_zero_velocity():
     torch.manual_seed(0)
     model = SoraTransformer3DModel(in_channels=C, **PRESETS["tiny-test"])
