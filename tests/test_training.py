@@ -287,13 +287,13 @@ def test_two_processes_train_one_run(vae_run, tmp_path, command):
     assert json.loads((run / "config.json").read_text())["training"]["time_budget_h"] == 0.001
 
 
-def test_train_dit_on_a_video_folder(vae_run, tmp_path):
+@pytest.fixture(scope="module")
+def video_folder(tmp_path_factory):
+    """Two 32x32 images and a 17-frame 32x32 clip with their captions."""
     from sora_hf.shapeworld import render_clip
     from sora_hf.video_io import write_video
 
-    out, _ = vae_run
-    videos = tmp_path / "videos"
-    videos.mkdir()
+    videos = tmp_path_factory.mktemp("videos")
     lines = []
     for i, frames in enumerate([1, 1, 17]):
         clip = render_clip(30 + i, height=32, width=32, num_frames=frames)
@@ -301,6 +301,23 @@ def test_train_dit_on_a_video_folder(vae_run, tmp_path):
         write_video(videos / name, clip.frames)
         lines.append(json.dumps({"file": name, "short": clip.captions.short, "long": clip.captions.long}))
     (videos / "captions.jsonl").write_text("\n".join(lines) + "\n")
+    return videos
+
+
+def test_train_vae_on_a_video_folder(video_folder, tmp_path):
+    cfg = VAETrainingConfig(steps=2, folder_size=(32, 48), **TINY_VAE)
+    result = train_vae(cfg, str(tmp_path / "run"), export=str(tmp_path / "vae"), video_folder=str(video_folder))
+    assert result["steps"] == 2
+    record = json.loads((tmp_path / "vae" / "provenance.json").read_text())
+    assert record["data"] == f"video folder {video_folder}" and len(record["latents"]["std"]) == 4
+    with pytest.raises(ValueError, match=r"width=40 must be a positive multiple of 16 .*\(from --folder-size 32,40\)"):
+        train_vae(dataclass_replace(cfg, folder_size=(32, 40)), str(tmp_path / "run2"), video_folder=str(video_folder))
+    assert not (tmp_path / "run2").exists()
+
+
+def test_train_dit_on_a_video_folder(vae_run, video_folder, tmp_path):
+    out, _ = vae_run
+    videos = video_folder
     cfg = DiTTrainingConfig(preset="tiny-test", batch_size=2, steps=3, save_every=3, log_every=1, warmup_steps=1)
     result = train_dit(cfg, str(out / "export"), str(tmp_path / "run"), video_folder=str(videos))
     assert result["steps"] == 3  # 3 clips in batches of 2: one batch an epoch, so three epochs

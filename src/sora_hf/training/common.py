@@ -10,10 +10,53 @@ import shlex
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 CHECKPOINT_PREFIX = "checkpoint-"
+
+
+@dataclass
+class FolderOptions:
+    """What each file of a `--video-folder` becomes before training sees it: real video comes at any size and
+    length. The base of both training configs, so both commands take these flags."""
+
+    # resize to cover (height, width), multiples of 16, and centre-crop to it; (0, 0): each file's own size,
+    # cropped to multiples of 16
+    folder_size: tuple = (0, 0)
+    folder_num_frames: int = 0  # a random window of this many frames (1 + 4k); 0: the most (1 + 4k) a file holds
+    folder_fps: float = 0.0  # resample each file to this frame rate first; 0: keep its own
+
+
+def folder_dataset(video_folder: str, options: FolderOptions, seed: int):
+    """The `VideoFolderDataset` of a training command's `--video-folder` and `--folder-*` flags; its errors name
+    the flags given."""
+    from ..data import VideoFolderDataset
+
+    try:
+        return VideoFolderDataset(video_folder, size=tuple(options.folder_size) if any(options.folder_size) else None,
+                                  num_frames=options.folder_num_frames or None, fps=options.folder_fps or None,
+                                  seed=seed)
+    except ValueError as error:  # its size / num_frames / fps are our folder_* options
+        given = {"--folder-size": ",".join(map(str, options.folder_size)) if any(options.folder_size) else None,
+                 "--folder-num-frames": options.folder_num_frames or None, "--folder-fps": options.folder_fps or None}
+        given = ", ".join(f"{flag} {value}" for flag, value in given.items() if value is not None)
+        raise ValueError(f"{error}{f' (from {given})' if given else ''}") from None
+
+
+def forever(loader):
+    """A DataLoader's batches, epoch after epoch; a folder's (map-style) dataset gets new random windows and a new
+    order each epoch. (ShapeWorld's stream is endless, and draws its own epochs.)"""
+    from torch.utils.data import IterableDataset
+
+    epoch = 0
+    while True:
+        if not isinstance(loader.dataset, IterableDataset):
+            loader.dataset.set_epoch(epoch)
+            loader.sampler.set_epoch(epoch)
+        yield from loader
+        epoch += 1
 
 
 class RunLog:

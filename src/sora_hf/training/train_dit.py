@@ -34,12 +34,13 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .common import (RunLog, latest_checkpoint, load_checkpoint, mean_over_processes, print_result, provenance,
-                     record_command, save_checkpoint, steps_within_budget, synced_wall_time, write_json)
+from .common import (FolderOptions, RunLog, folder_dataset, forever, latest_checkpoint, load_checkpoint,
+                     mean_over_processes, print_result, provenance, record_command, save_checkpoint,
+                     steps_within_budget, synced_wall_time, write_json)
 
 
 @dataclass
-class DiTTrainingConfig:
+class DiTTrainingConfig(FolderOptions):  # the folder_* options: a --video-folder's files
     # --- model
     preset: str = "sora-tiny"  # SoraTransformer3DModel preset (transformer_sora.PRESETS)
     # spatial patch of latent pixels; 0 keeps init_from's (2 for a fresh model). A finer one than init_from's
@@ -103,12 +104,6 @@ class DiTTrainingConfig:
     # > 0: encode this many clips once and train on them (fast on CPU); 0: on the fly. 4,000 clips (and 12,174
     # steps) instead of the shipped 2,000 (and 9,000): no better (numbers: model card, "What was tried")
     latent_cache_clips: int = 0
-    # --- a --video-folder (real video): what each file becomes before it is encoded
-    # resize to cover (height, width), multiples of 16, and centre-crop to it; (0, 0): each file's own size,
-    # cropped to multiples of 16
-    folder_size: tuple = (0, 0)
-    folder_num_frames: int = 0  # a random window of this many frames (1 + 4k); 0: the most (1 + 4k) a file holds
-    folder_fps: float = 0.0  # resample each file to this frame rate first; 0: keep its own
     # DataLoader processes that render (ShapeWorld) or decode (--video-folder) clips, per training process; 0: in
     # the training process itself. Each ShapeWorld worker draws its own stream, so the count changes the clips
     num_workers: int = 1
@@ -340,7 +335,7 @@ def train(cfg: DiTTrainingConfig, vae_path: str, out_dir: str, resume: bool = Tr
     device = accelerator.device
     torch.manual_seed(cfg.seed)
     # read the folder first: a bad folder or batch size fails before the run writes anything
-    folder_loader = video_folder_loader(_folder_dataset(video_folder, cfg), cfg.batch_size, cfg.seed,
+    folder_loader = video_folder_loader(folder_dataset(video_folder, cfg, cfg.seed), cfg.batch_size, cfg.seed,
                                         accelerator.process_index, accelerator.num_processes,
                                         cfg.num_workers) if video_folder else None
     out = Path(out_dir)
@@ -399,7 +394,7 @@ def train(cfg: DiTTrainingConfig, vae_path: str, out_dir: str, resume: bool = Tr
         loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, collate_fn=collate_videos,
                                              num_workers=cfg.num_workers,
                                              prefetch_factor=2 if cfg.num_workers else None)
-    batches = (_with_num_frames(items) for items in _forever(loader))
+    batches = (_with_num_frames(items) for items in forever(loader))
     rng = np.random.default_rng([cfg.seed, step, accelerator.process_index])
     # a latent cache's captions are a closed set (~2.8 a clip, ~50 KB each): keep them all, where an LRU smaller
     # than the set would go on re-encoding a share of them every step
@@ -486,29 +481,6 @@ def _with_num_frames(items: list[dict]) -> list[dict]:
     for item in items:
         item["num_frames"] = item["video"].shape[1]
     return items
-
-
-def _folder_dataset(video_folder: str, cfg: DiTTrainingConfig):
-    from ..data import VideoFolderDataset
-
-    try:
-        return VideoFolderDataset(video_folder, size=tuple(cfg.folder_size) if any(cfg.folder_size) else None,
-                                  num_frames=cfg.folder_num_frames or None, fps=cfg.folder_fps or None, seed=cfg.seed)
-    except ValueError as error:  # its size / num_frames / fps are our folder_* options: name the ones given
-        given = {"--folder-size": ",".join(map(str, cfg.folder_size)) if any(cfg.folder_size) else None,
-                 "--folder-num-frames": cfg.folder_num_frames or None, "--folder-fps": cfg.folder_fps or None}
-        given = ", ".join(f"{flag} {value}" for flag, value in given.items() if value is not None)
-        raise ValueError(f"{error}{f' (from {given})' if given else ''}") from None
-
-
-def _forever(loader):
-    epoch = 0
-    while True:
-        if hasattr(loader.dataset, "set_epoch") and not isinstance(loader.dataset, torch.utils.data.IterableDataset):
-            loader.dataset.set_epoch(epoch)  # new random windows
-            loader.sampler.set_epoch(epoch)  # a new order
-        yield from loader
-        epoch += 1
 
 
 # ----------------------------------------------------------------------------

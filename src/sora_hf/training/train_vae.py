@@ -1,7 +1,9 @@
 """`sora-hf train-vae`: train AutoencoderKLSora on ShapeWorld with accelerate.
 
 - Data: the ShapeWorld train stream across every frame size (both tiers, all
-  aspect ratios), duration (images included) and style. Each clip is cropped
+  aspect ratios), duration (images included) and style, or a `--video-folder`
+  of captioned video (`--folder-size` / `--folder-num-frames` / `--folder-fps`
+  first make each file a manageable clip). Each clip is cropped
   to a random window of `crop_frames` frames (any frame can be a first frame)
   and `crop_size` pixels (offsets on the 8 px latent grid), and clips of equal
   shape are batched together, about `pixels_per_step` pixels a batch: a step
@@ -52,15 +54,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .common import (RunLog, latest_checkpoint, load_checkpoint, mean_over_processes, print_result, provenance,
-                     record_command, save_checkpoint, steps_within_budget, synced_wall_time, write_json)
+from .common import (FolderOptions, RunLog, folder_dataset, forever, latest_checkpoint, load_checkpoint,
+                     mean_over_processes, print_result, provenance, record_command, save_checkpoint,
+                     steps_within_budget, synced_wall_time, write_json)
 from .train_dit import add_dataclass_arguments, config_from_args
 
 STYLES = ("none", "stop-motion", "neon", "pixel", "sketch")
 
 
 @dataclass
-class VAETrainingConfig:
+class VAETrainingConfig(FolderOptions):  # the folder_* options: a --video-folder's files
     # --- model
     preset: str = "sora-tiny"  # autoencoder_kl_sora.PRESETS
     model_overrides: str = ""  # JSON of config overrides, e.g. '{"latent_channels": 8}'
@@ -301,12 +304,13 @@ def build_vae(cfg: VAETrainingConfig):
     return AutoencoderKLSora.from_preset(cfg.preset, **overrides)
 
 
-def train(cfg: VAETrainingConfig, out_dir: str, resume: Optional[str] = None, export: Optional[str] = None) -> dict:
+def train(cfg: VAETrainingConfig, out_dir: str, resume: Optional[str] = None, export: Optional[str] = None,
+          video_folder: Optional[str] = None) -> dict:
     from accelerate import Accelerator
     from diffusers.training_utils import EMAModel
     from tqdm.auto import tqdm
 
-    from ..data import ShapeWorldDataset, collate_videos
+    from ..data import ShapeWorldDataset, collate_videos, video_folder_loader
     from ..models.autoencoder_kl_sora import AutoencoderKLSora
 
     if any(f < 1 or (f - 1) % 4 for f in cfg.crop_frames):
@@ -330,18 +334,23 @@ def train(cfg: VAETrainingConfig, out_dir: str, resume: Optional[str] = None, ex
     elif latest_checkpoint(out) is not None:
         raise ValueError(f"--out={str(out)!r} already holds checkpoints; pass --resume to continue that run "
                          f"or choose a new --out")
+    folder = folder_dataset(video_folder, cfg, cfg.seed) if video_folder else None  # checked before anything is written
     out.mkdir(parents=True, exist_ok=True)
 
     accelerator = Accelerator()
     torch.manual_seed(cfg.seed)
     step = int(json.loads((checkpoint / "state.json").read_text())["step"]) if checkpoint is not None else 0
-    dataset = ShapeWorldDataset(sampling_for(cfg), seed=cfg.seed, rank=accelerator.process_index,
-                                world_size=accelerator.num_processes)
-    dataset.set_epoch(step)  # a resumed run draws fresh clips instead of replaying the first ones
-    loader = torch.utils.data.DataLoader(dataset, batch_size=1, collate_fn=collate_videos, num_workers=1,
-                                         prefetch_factor=4)
+    if folder is not None:
+        loader = video_folder_loader(folder, 1, cfg.seed, accelerator.process_index, accelerator.num_processes,
+                                     num_workers=1)
+    else:
+        dataset = ShapeWorldDataset(sampling_for(cfg), seed=cfg.seed, rank=accelerator.process_index,
+                                    world_size=accelerator.num_processes)
+        dataset.set_epoch(step)  # a resumed run draws fresh clips instead of replaying the first ones
+        loader = torch.utils.data.DataLoader(dataset, batch_size=1, collate_fn=collate_videos, num_workers=1,
+                                             prefetch_factor=4)
     rng = np.random.default_rng([cfg.seed, step, accelerator.process_index])
-    batches = shape_batches((items[0] for items in loader), cfg, rng)
+    batches = shape_batches((items[0] for items in forever(loader)), cfg, rng)
 
     if cfg.init_from and cfg.model_overrides:
         raise ValueError(f"init_from={cfg.init_from!r} loads a saved VAE with its own config; model_overrides="
@@ -446,7 +455,8 @@ def train(cfg: VAETrainingConfig, out_dir: str, resume: Optional[str] = None, ex
                 steps=step, wall_time_s=round(wall, 1), commands=history, metrics={"eval_fixed_set": metrics},
                 latents={"mean": final.config.latents_mean, "std": final.config.latents_std},
                 training=dataclasses.asdict(cfg), run_dir=str(out),
-                data="ShapeWorld v1, train split (all tiers, aspect ratios, durations, styles)"))
+                data=f"video folder {video_folder}" if video_folder else
+                "ShapeWorld v1, train split (all tiers, aspect ratios, durations, styles)"))
         result["saved"] = [str(out / "vae")] + ([export] if export else [])
     return result
 
@@ -461,6 +471,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out", default="runs/vae", help="run folder: checkpoints, log.jsonl, loss.png, vae/")
     p.add_argument("--export", default=None,
                    help="also write the EMA model + provenance.json here (e.g. pipelines/sora-tiny/vae)")
+    p.add_argument("--video-folder", default=None,
+                   help="train on a folder of videos + captions.jsonl instead of ShapeWorld (see --folder-*); the "
+                        "eval set stays ShapeWorld's fixed clips")
     p.add_argument("--resume", nargs="?", const="latest", default=None,
                    help="continue from the newest checkpoint in --out (or from the checkpoint folder given)")
     add_dataclass_arguments(p, VAETrainingConfig)
@@ -469,7 +482,7 @@ def add_parser(subparsers) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     cfg = config_from_args(VAETrainingConfig, args)
-    result = train(cfg, args.out, resume=args.resume, export=args.export)
+    result = train(cfg, args.out, resume=args.resume, export=args.export, video_folder=args.video_folder)
     print_result(result)
     return 0
 
