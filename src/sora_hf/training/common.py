@@ -30,19 +30,28 @@ class FolderOptions:
 
 
 def folder_dataset(video_folder: str, options: FolderOptions, seed: int):
-    """The `VideoFolderDataset` of a training command's `--video-folder` and `--folder-*` flags; its errors name
-    the flags given."""
+    """The `VideoFolderDataset` of a training command's `--video-folder`, the `--folder-*` flags checked first
+    (errors name the flag, not the dataset's argument)."""
     from ..data import VideoFolderDataset
+    from ..shapeworld.world import check_frame_size, check_num_frames
 
+    size, num_frames, fps = tuple(options.folder_size), options.folder_num_frames, options.folder_fps
     try:
-        return VideoFolderDataset(video_folder, size=tuple(options.folder_size) if any(options.folder_size) else None,
-                                  num_frames=options.folder_num_frames or None, fps=options.folder_fps or None,
-                                  seed=seed)
-    except ValueError as error:  # its size / num_frames / fps are our folder_* options
-        given = {"--folder-size": ",".join(map(str, options.folder_size)) if any(options.folder_size) else None,
-                 "--folder-num-frames": options.folder_num_frames or None, "--folder-fps": options.folder_fps or None}
-        given = ", ".join(f"{flag} {value}" for flag, value in given.items() if value is not None)
-        raise ValueError(f"{error}{f' (from {given})' if given else ''}") from None
+        if len(size) != 2:
+            raise ValueError("give two values, height,width")
+        if any(size):
+            check_frame_size(*size)
+    except ValueError as error:
+        raise ValueError(f"--folder-size {','.join(map(str, size))}: {error}; 0,0 keeps each file's size") from None
+    try:
+        if num_frames:
+            check_num_frames(num_frames)
+    except ValueError as error:
+        raise ValueError(f"--folder-num-frames {num_frames}: {error}; 0 keeps each file's length") from None
+    if fps < 0:
+        raise ValueError(f"--folder-fps {fps} must be > 0; 0 keeps each file's rate")
+    return VideoFolderDataset(video_folder, size=size if any(size) else None, num_frames=num_frames or None,
+                              fps=fps or None, seed=seed)
 
 
 def forever(loader):
