@@ -184,6 +184,18 @@ def test_bad_video(vae, make, match):
         vae.encode(make())
 
 
+def test_mixed_precision_autocast_is_not_a_dtype_mismatch(vae):
+    """accelerate's --mixed_precision bf16 runs the float32 model under autocast: its bf16 latents must decode,
+    while a bf16 tensor given without autocast is still the clear dtype error."""
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        z = vae.encode(video()).latent_dist.mode()
+        assert z.dtype == torch.bfloat16
+        x = vae.decode(z).sample
+    assert x.shape == video().shape and torch.isfinite(x).all()
+    with pytest.raises(ValueError, match=r"z.dtype=torch.bfloat16 does not match the model's dtype torch.float32"):
+        vae.decode(z)
+
+
 def test_bad_latents(vae):
     with pytest.raises(ValueError, match=r"z has 3 channels.*expected 4"):
         vae.decode(torch.zeros(1, 3, 2, 2, 2))

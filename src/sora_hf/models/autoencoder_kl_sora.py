@@ -463,7 +463,7 @@ class AutoencoderKLSora(ModelMixin, AutoencoderMixin, ConfigMixin):
                              f"height, width) — an image is a 1-frame video: x.unsqueeze(2)")
         if t.shape[1] != channels:
             raise ValueError(f"{name} has {t.shape[1]} channels (shape {tuple(t.shape)}); expected {channels}")
-        if t.dtype != self.dtype:
+        if t.dtype != self.dtype and not torch.is_autocast_enabled(t.device.type):  # autocast casts op by op
             raise ValueError(f"{name}.dtype={t.dtype} does not match the model's dtype {self.dtype}; "
                              f"use {name}.to({self.dtype}) or model.to({t.dtype})")
         if not torch.isfinite(t).all():
