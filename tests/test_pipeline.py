@@ -55,6 +55,24 @@ def test_strength_one_frames_stay_bit_exact_through_sampling(tiny_pipe):
         assert caps[latent_index] == 0 and (caps[torch.arange(3) != latent_index] == 1).all()
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_pipeline_keeps_its_dtype(dtype):
+    """`from_pretrained(..., torch_dtype=torch.bfloat16)`, as on a GPU: the float32 noise caps once promoted
+    the latents to float32, which the half-precision DiT then refused."""
+    from conftest import make_tiny_pipeline
+
+    pipe = make_tiny_pipeline().to(dtype)
+    pipe.set_progress_bar_config(disable=True)
+    image = torch.rand(3, 32, 48, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    cond = SoraCondition(image=image, frame_index=0, strength=1.0)
+    latents = run(pipe, conditions=[cond], num_inference_steps=2, output_type="latent").frames
+    ref, _ = pipe.prepare_conditions([cond], 32, 48, 9, 3, "cpu", dtype)
+    assert latents.dtype == dtype and torch.isfinite(latents).all()
+    assert torch.equal(latents[0, :, 0], ref[0, :, 0])  # the given frame stays exact in half precision too
+    frames = run(pipe, num_inference_steps=2).frames  # np floats in [0, 1], whatever the model's dtype
+    assert frames.dtype == np.float32 and frames.min() >= 0 and frames.max() <= 1
+
+
 def test_partial_strength_is_re_denoised_and_zero_strength_is_no_condition(tiny_pipe):
     image = np.random.default_rng(0).random((32, 48, 3)).astype(np.float32)
     plain = run(tiny_pipe, output_type="latent").frames

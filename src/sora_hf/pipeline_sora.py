@@ -491,7 +491,7 @@ class SoraPipeline(DiffusionPipeline, SoraLoraLoaderMixin):
         latents = self.prepare_latents(batch, height, width, num_frames, dtype, device, generator, latents)
         noise = latents.clone()
         ref, caps = self.prepare_conditions(conditions, height, width, num_frames, latent_frames, device, dtype)
-        caps_b = caps.view(1, 1, -1, 1, 1)
+        caps_b = caps.view(1, 1, -1, 1, 1).to(dtype)  # float32 caps would promote bf16 / fp16 latents
         latents = torch.where(caps_b < 1, (1 - caps_b) * ref + caps_b * noise, noise)
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         sigmas = self.scheduler.sigmas.to(device=device, dtype=torch.float32)
