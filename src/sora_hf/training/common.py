@@ -120,7 +120,8 @@ class RunLog:
         ax.set_yscale("log")
         ax.set_title(title)
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.lines:  # a run shorter than log_every has logged no loss yet
+            ax.legend()
         fig.tight_layout()
         fig.savefig(png, dpi=100)
         plt.close(fig)
