@@ -73,8 +73,8 @@ class RunLog:
 
     One JSON object per logged step, so a resumed run continues the same file
     and the plot always shows the whole run. In a multi-process run only the
-    main process writes it (`writer=False` elsewhere), with metrics already
-    averaged over the processes (`mean_over_processes`)."""
+    main process writes and plots it (`writer=False` elsewhere), with metrics
+    already averaged over the processes (`mean_over_processes`)."""
 
     def __init__(self, out_dir: Path, name: str = "log.jsonl", writer: bool = True):
         self.path = Path(out_dir) / name
@@ -102,6 +102,8 @@ class RunLog:
         self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
 
     def plot(self, png: Path, keys: tuple[str, ...] = ("loss",), title: str = "") -> None:
+        if not self.writer:
+            return
         import matplotlib
 
         matplotlib.use("Agg")
@@ -166,13 +168,13 @@ def synced_wall_time(accelerator, wall_time_s: float) -> float:
 def mean_over_processes(accelerator, **values) -> dict[str, float]:
     """Scalars (floats or 0-d tensors) averaged over the processes, for the log and the progress bar: each
     process's loss is that of its own share of the batch. Every process must call it at the same steps."""
+    if accelerator.num_processes == 1:  # every step: no tensors to build for one process
+        return {k: v.item() if hasattr(v, "item") else float(v) for k, v in values.items()}
     import torch
 
     stacked = torch.stack([torch.as_tensor(v, dtype=torch.float32, device=accelerator.device).detach().reshape(())
                            for v in values.values()])
-    if accelerator.num_processes > 1:
-        stacked = accelerator.reduce(stacked, reduction="mean")
-    return dict(zip(values, stacked.tolist()))
+    return dict(zip(values, accelerator.reduce(stacked, reduction="mean").tolist()))
 
 
 def print_result(result: dict) -> None:

@@ -438,8 +438,7 @@ def train(cfg: DiTTrainingConfig, vae_path: str, out_dir: str, resume: bool = Tr
                       wall_time_s=round(wall, 1))
         if step % cfg.save_every == 0 or finished(step, wall):
             save_checkpoint(accelerator, out, step, wall_time_s=wall)
-            if accelerator.is_main_process:
-                log.plot(out / "loss.png", title=f"train-dit {cfg.preset}")
+            log.plot(out / "loss.png", title=f"train-dit {cfg.preset}")
     bar.close()
 
     wall = wall_before + time.time() - start

@@ -432,8 +432,7 @@ def train(cfg: VAETrainingConfig, out_dir: str, resume: Optional[str] = None, ex
                       f"0.1 {metrics['psnr_noisy']:.2f} dB (EMA weights)")
         if step % cfg.save_every == 0:
             save_checkpoint(accelerator, out, step, wall_time_s=wall)
-            if accelerator.is_main_process:
-                log.plot(out / "loss.png", keys=("loss", "l1"), title=f"train-vae {cfg.preset}")
+            log.plot(out / "loss.png", keys=("loss", "l1"), title=f"train-vae {cfg.preset}")
     bar.close()
     if step % cfg.save_every:
         save_checkpoint(accelerator, out, step, wall_time_s=wall)
