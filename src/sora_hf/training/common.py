@@ -29,10 +29,11 @@ class FolderOptions:
     folder_fps: float = 0.0  # resample each file to this frame rate first; 0: keep its own
 
 
-def folder_dataset(video_folder: str, options: FolderOptions, seed: int):
-    """The `VideoFolderDataset` of a training command's `--video-folder`, the `--folder-*` flags checked first
-    (errors name the flag, not the dataset's argument)."""
-    from ..data import VideoFolderDataset
+def folder_loader(video_folder: str, options: FolderOptions, seed: int, batch_size: int, accelerator,
+                  num_workers: int):
+    """A training command's `--video-folder` as this process's `video_folder_loader`, the `--folder-*` flags
+    checked first (errors name the flag, not the dataset's argument)."""
+    from ..data import VideoFolderDataset, video_folder_loader
     from ..shapeworld.world import check_frame_size, check_num_frames
 
     size, num_frames, fps = tuple(options.folder_size), options.folder_num_frames, options.folder_fps
@@ -50,8 +51,10 @@ def folder_dataset(video_folder: str, options: FolderOptions, seed: int):
         raise ValueError(f"--folder-num-frames {num_frames}: {error}; 0 keeps each file's length") from None
     if fps < 0:
         raise ValueError(f"--folder-fps {fps} must be > 0; 0 keeps each file's rate")
-    return VideoFolderDataset(video_folder, size=size if any(size) else None, num_frames=num_frames or None,
-                              fps=fps or None, seed=seed)
+    dataset = VideoFolderDataset(video_folder, size=size if any(size) else None, num_frames=num_frames or None,
+                                 fps=fps or None, seed=seed)
+    return video_folder_loader(dataset, batch_size, seed, accelerator.process_index, accelerator.num_processes,
+                               num_workers)
 
 
 def forever(loader):

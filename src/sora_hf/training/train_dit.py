@@ -34,7 +34,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .common import (FolderOptions, RunLog, folder_dataset, forever, latest_checkpoint, load_checkpoint,
+from .common import (FolderOptions, RunLog, folder_loader, forever, latest_checkpoint, load_checkpoint,
                      mean_over_processes, print_result, provenance, record_command, save_checkpoint,
                      steps_within_budget, synced_wall_time, write_json)
 
@@ -324,7 +324,7 @@ def train(cfg: DiTTrainingConfig, vae_path: str, out_dir: str, resume: bool = Tr
     from diffusers.training_utils import EMAModel
     from tqdm.auto import tqdm
 
-    from ..data import ShapeWorldDataset, ShapeWorldSampling, collate_videos, video_folder_loader
+    from ..data import ShapeWorldDataset, ShapeWorldSampling, collate_videos
     from ..models import AutoencoderKLSora, SoraTransformer3DModel
     from ..models.transformer_sora import PRESETS
     from ..pipeline_sora import SoraPipeline, _bundled_text_model
@@ -335,9 +335,8 @@ def train(cfg: DiTTrainingConfig, vae_path: str, out_dir: str, resume: bool = Tr
     device = accelerator.device
     torch.manual_seed(cfg.seed)
     # read the folder first: a bad folder or batch size fails before the run writes anything
-    folder_loader = video_folder_loader(folder_dataset(video_folder, cfg, cfg.seed), cfg.batch_size, cfg.seed,
-                                        accelerator.process_index, accelerator.num_processes,
-                                        cfg.num_workers) if video_folder else None
+    loader = folder_loader(video_folder, cfg, cfg.seed, cfg.batch_size, accelerator,
+                           cfg.num_workers) if video_folder else None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -383,9 +382,7 @@ def train(cfg: DiTTrainingConfig, vae_path: str, out_dir: str, resume: bool = Tr
         write_json(out / "config.json", {"training": dataclasses.asdict(cfg), "vae": str(vae_path)})
         history = record_command(out, step)
 
-    if folder_loader is not None:
-        loader = folder_loader
-    else:
+    if loader is None:  # ShapeWorld
         sampling = ShapeWorldSampling(tier=cfg.tier, durations=cfg.durations, duration_weights=cfg.duration_weights,
                                       style_weights=cfg.style_weights, storyboard_fraction=cfg.storyboard_fraction)
         dataset = ShapeWorldDataset(sampling, seed=cfg.seed, rank=accelerator.process_index,

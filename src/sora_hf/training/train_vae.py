@@ -54,7 +54,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .common import (FolderOptions, RunLog, folder_dataset, forever, latest_checkpoint, load_checkpoint,
+from .common import (FolderOptions, RunLog, folder_loader, forever, latest_checkpoint, load_checkpoint,
                      mean_over_processes, print_result, provenance, record_command, save_checkpoint,
                      steps_within_budget, synced_wall_time, write_json)
 from .train_dit import add_dataclass_arguments, config_from_args
@@ -310,7 +310,7 @@ def train(cfg: VAETrainingConfig, out_dir: str, resume: Optional[str] = None, ex
     from diffusers.training_utils import EMAModel
     from tqdm.auto import tqdm
 
-    from ..data import ShapeWorldDataset, collate_videos, video_folder_loader
+    from ..data import ShapeWorldDataset, collate_videos
     from ..models.autoencoder_kl_sora import AutoencoderKLSora
 
     if any(f < 1 or (f - 1) % 4 for f in cfg.crop_frames):
@@ -334,16 +334,13 @@ def train(cfg: VAETrainingConfig, out_dir: str, resume: Optional[str] = None, ex
     elif latest_checkpoint(out) is not None:
         raise ValueError(f"--out={str(out)!r} already holds checkpoints; pass --resume to continue that run "
                          f"or choose a new --out")
-    folder = folder_dataset(video_folder, cfg, cfg.seed) if video_folder else None  # checked before anything is written
-    out.mkdir(parents=True, exist_ok=True)
-
     accelerator = Accelerator()
+    # read the folder first: a bad folder fails before the run writes anything
+    loader = folder_loader(video_folder, cfg, cfg.seed, 1, accelerator, num_workers=1) if video_folder else None
+    out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     step = int(json.loads((checkpoint / "state.json").read_text())["step"]) if checkpoint is not None else 0
-    if folder is not None:
-        loader = video_folder_loader(folder, 1, cfg.seed, accelerator.process_index, accelerator.num_processes,
-                                     num_workers=1)
-    else:
+    if loader is None:  # ShapeWorld
         dataset = ShapeWorldDataset(sampling_for(cfg), seed=cfg.seed, rank=accelerator.process_index,
                                     world_size=accelerator.num_processes)
         dataset.set_epoch(step)  # a resumed run draws fresh clips instead of replaying the first ones
